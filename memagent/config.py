@@ -1,0 +1,77 @@
+"""Configuration: one settings object, one nested model per stage.
+
+Precedence (pydantic-settings): arguments > ``MEMAGENT_*`` environment variables > defaults.
+Nested fields use a double underscore: ``MEMAGENT_STORE__PATH=/data/mem``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_store_path() -> Path:
+    """Where an embedded store lives when no path is given (XDG data dir; created on first use)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "memagent"
+
+
+class StoreConfig(BaseModel):
+    """Chroma: an embedded folder (default) or a server (``url``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(default_factory=default_store_path, description="folder of the embedded store")
+    url: str | None = Field(default=None, description="a Chroma server, e.g. http://localhost:8000; overrides path")
+    collection: str = "memagent"
+
+
+class EmbedderConfig(BaseModel):
+    """A sentence-transformers model: a short name we know, a hub id, or a local folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "all-MiniLM-L6-v2"
+    device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks automatically")
+    batch_size: int = Field(default=64, gt=0)
+    cache_path: Path | None = Field(
+        default=None, description="sqlite file of cached embeddings; None puts it in the store folder"
+    )
+
+
+class RetrievalConfig(BaseModel):
+    """How search ranks: dense and lexical rankings fused by reciprocal rank (Cormack et al. 2009)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retrievers: tuple[Literal["dense", "lexical"], ...] = ("dense", "lexical")
+    candidates: int = Field(default=50, gt=0, description="how deep each retriever ranks before fusion")
+    rrf_k: int = Field(default=60, gt=0, description="RRF damping constant; 60 is the paper's value")
+
+
+class MemoryConfig(BaseSettings):
+    """Everything a ``Memory`` needs to know. All fields can be set by ``MEMAGENT_`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMAGENT_", env_nested_delimiter="__", extra="forbid")
+
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    granularity: Literal["round", "session"] = Field(
+        default="round", description="value unit (LongMemEval §5): one user turn + reply, or a whole session"
+    )
+    key: Literal["value", "user"] = Field(
+        default="value", description="what is indexed: the whole value, or only the user's words in it"
+    )
+    k: int = Field(default=5, gt=0, description="hits returned by search when k is not given")
+    max_message_chars: int = Field(default=100_000, gt=0, description="longest message content accepted")
+
+    @model_validator(mode="after")
+    def _some_retriever(self) -> MemoryConfig:
+        if not self.retrieval.retrievers:
+            raise ValueError("retrieval.retrievers must name at least one of 'dense', 'lexical'")
+        return self

@@ -1,0 +1,1 @@
+"""Write path: sessions into values (decompose) and values into keys (keys)."""

@@ -1,0 +1,352 @@
+"""The ``Memory`` facade: validates input, then wires the stages. No stage logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from memagent._time import parse_timestamp, utc_now
+from memagent.config import MemoryConfig, default_store_path
+from memagent.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
+from memagent.errors import InputError, RecordNotFound
+from memagent.index.decompose import Round, decompose
+from memagent.index.keys import build_key
+from memagent.retrieve.dense import dense_ranking
+from memagent.retrieve.fuse import reciprocal_rank_fusion
+from memagent.retrieve.lexical import LexicalIndexes
+from memagent.schema import (
+    HistoryEntry,
+    Hit,
+    MemoryRecord,
+    MetadataValue,
+    SearchFilters,
+    coerce_filters,
+    validate_messages,
+    validate_user_id,
+)
+from memagent.store.chroma import ChromaStore, where_clause
+
+
+def record_id(user_id: str, session_id: str, value: str) -> str:
+    """Stable id from content: the same exchange added twice to a session is stored once."""
+    return hashlib.sha256(f"{user_id}\0{session_id}\0{value}".encode()).hexdigest()[:32]
+
+
+class Memory:
+    """Long-term memory for one or many users, in an embedded Chroma folder or a Chroma server.
+
+    >>> memory = Memory(path="./memagent_data")                       # doctest: +SKIP
+    >>> memory.add([{"role": "user", "content": "I adopted a greyhound called Pixel"}],
+    ...            user_id="ana", session_id="s1", timestamp="2023/05/20 (Sat) 02:21")
+    >>> memory.search("what is my dog's name?", user_id="ana", k=5)
+    """
+
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        path: str | Path | None = None,
+        embedder: Embedder | None = None,
+        client: Any | None = None,
+    ) -> None:
+        config = config if config is not None else MemoryConfig()
+        if path is not None:
+            config = config.model_copy(update={"store": config.store.model_copy(update={"path": Path(path)})})
+        self.config = config
+        self.store = ChromaStore(config.store, client)
+        if embedder is None:
+            embedder = SentenceTransformerEmbedder(
+                config.embedder.model, device=config.embedder.device, batch_size=config.embedder.batch_size
+            )
+        if not isinstance(embedder, CachedEmbedder):
+            cache_dir = config.store.path if config.store.url is None else default_store_path()
+            embedder = CachedEmbedder(embedder, config.embedder.cache_path or cache_dir / "embedding_cache.sqlite")
+        self.embedder = embedder
+        self.lexical = LexicalIndexes(self._keys_of)
+        self._lock = threading.RLock()  # one writer at a time keeps store and lexical index in step
+
+    def _keys_of(self, user_id: str) -> list[tuple[str, str]]:
+        return self.store.keys(where_clause(user_id))
+
+    # -- write -------------------------------------------------------------------------------
+    def add(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        /,
+        *,
+        user_id: str,
+        session_id: str | None = None,
+        timestamp: datetime | str | float | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+    ) -> list[MemoryRecord]:
+        """Remember one session's messages (or one exchange of it). Returns the records stored.
+
+        Rounds already stored for this session are skipped, so adding twice is harmless.
+        """
+        user_id = validate_user_id(user_id)
+        session_id = uuid.uuid4().hex if session_id is None else validate_user_id(session_id, "session_id")
+        when = utc_now() if timestamp is None else parse_timestamp(timestamp)
+        extra = _validate_metadata(metadata)
+        rounds = decompose(validate_messages(messages, max_chars=self.config.max_message_chars), self.config.granularity)
+        if not rounds:
+            return []
+        with self._lock:
+            if self.config.granularity == "session":
+                return self._add_to_session_record(rounds[0], user_id, session_id, when, extra)
+            return self._add_rounds(rounds, user_id, session_id, when, extra)
+
+    def _add_rounds(
+        self, rounds: list[Round], user_id: str, session_id: str, when: datetime, extra: dict[str, MetadataValue]
+    ) -> list[MemoryRecord]:
+        by_id = {record_id(user_id, session_id, r.value): r for r in rounds}  # drops repeats within the call
+        new_ids = [i for i in by_id if i not in self.store.existing_ids(by_id)]
+        offset = len(self.store.find(where_clause(user_id, SearchFilters(session_ids=[session_id]))))
+        now = utc_now()
+        records = [
+            MemoryRecord(
+                id=i,
+                user_id=user_id,
+                session_id=session_id,
+                round_index=offset + n,
+                value=by_id[i].value,
+                key=build_key(by_id[i], self.config.key),
+                timestamp=when,
+                recorded_at=now,
+                metadata=extra,
+            )
+            for n, i in enumerate(new_ids)
+        ]
+        self._write(records)
+        return records
+
+    def _add_to_session_record(
+        self, round_: Round, user_id: str, session_id: str, when: datetime, extra: dict[str, MetadataValue]
+    ) -> list[MemoryRecord]:
+        """Session granularity: one record per session, which grows as exchanges arrive."""
+        rid = record_id(user_id, session_id, "")
+        value, key = round_.value, build_key(round_, self.config.key)
+        existing = self.store.get([rid])
+        if existing:
+            old = existing[0]
+            if value in old.value:
+                return []
+            value, key = f"{old.value}\n{value}", f"{old.key}\n{key}"
+            when = old.timestamp  # a session happened when it started
+            self.store.log([HistoryEntry(record_id=rid, event="update", previous=old, changed_at=utc_now())])
+            self.lexical.invalidate(user_id)
+        record = MemoryRecord(
+            id=rid,
+            user_id=user_id,
+            session_id=session_id,
+            round_index=0,
+            value=value,
+            key=key,
+            timestamp=when,
+            recorded_at=utc_now(),
+            metadata=extra,
+        )
+        self._write([record])
+        return [record]
+
+    def _write(self, records: Sequence[MemoryRecord]) -> None:
+        if not records:
+            return
+        self.store.upsert(records, self.embedder.embed_documents([r.key for r in records]))
+        for user_id in {r.user_id for r in records}:
+            mine = [r for r in records if r.user_id == user_id]
+            self.lexical.extend(user_id, [r.id for r in mine], [r.key for r in mine])
+
+    # -- read --------------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        /,
+        *,
+        user_id: str,
+        k: int | None = None,
+        filters: SearchFilters | Mapping[str, Any] | None = None,
+        question_date: datetime | str | float | None = None,
+    ) -> list[Hit]:
+        """The ``k`` records of ``user_id`` that best match ``query``: dense and BM25, fused by rank.
+
+        ``question_date`` is when the question is asked: memories from after it are not searched.
+        """
+        user_id = validate_user_id(user_id)
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("query", f"must be a non-empty string, got {query!r}")
+        k = self.config.k if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+            raise InputError("k", f"must be a positive integer, got {k!r}")
+        scope = coerce_filters(filters)
+        if question_date is not None:
+            asked = parse_timestamp(question_date, field="question_date")
+            scope = scope.model_copy(update={"end": min(scope.end, asked) if scope.end else asked})
+        where = where_clause(user_id, scope)
+        depth = max(self.config.retrieval.candidates, k)
+        with self._lock:
+            rankings: dict[str, list[str]] = {}
+            if "dense" in self.config.retrieval.retrievers:
+                rankings["dense"] = dense_ranking(self.store, self.embedder, query, where, depth)
+            if "lexical" in self.config.retrieval.retrievers:
+                allowed = None if scope == SearchFilters() else self.store.existing_ids_where(where)
+                ranked = self.lexical.for_user(user_id).search(query, depth, allowed)
+                rankings["lexical"] = [i for i, _ in ranked]
+            fused = reciprocal_rank_fusion(rankings, self.config.retrieval.rrf_k)[:k]
+            records = {r.id: r for r in self.store.get([i for i, _, _ in fused], where=where)}
+        return [Hit(record=records[i], score=s, why=why) for i, s, why in fused if i in records]
+
+    def get(self, record_id: str, /, *, user_id: str | None = None) -> MemoryRecord:
+        """One record by id; with ``user_id``, only if it belongs to that user."""
+        where = None if user_id is None else {"user_id": validate_user_id(user_id)}
+        found = self.store.get([record_id], where=where)
+        if not found:
+            raise RecordNotFound(record_id)
+        return found[0]
+
+    def get_all(self, user_id: str, /, *, filters: SearchFilters | Mapping[str, Any] | None = None) -> list[MemoryRecord]:
+        """All of a user's records, oldest conversation first."""
+        return self.store.find(where_clause(validate_user_id(user_id), coerce_filters(filters)))
+
+    def history(self, record_id: str, /) -> list[HistoryEntry]:
+        """What the record was before each update or delete, oldest first."""
+        return self.store.history(record_id)
+
+    # -- change ------------------------------------------------------------------------------
+    def update(
+        self,
+        record_id: str,
+        /,
+        *,
+        value: str | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        user_id: str | None = None,
+    ) -> MemoryRecord:
+        """Replace a record's value (its key follows) and/or metadata; the old version goes to history."""
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise InputError("value", f"must be a non-empty string, got {value!r}")
+        if value is not None and len(value) > self.config.max_message_chars:
+            raise InputError("value", f"has {len(value)} characters, over max_message_chars={self.config.max_message_chars}")
+        extra = None if metadata is None else _validate_metadata(metadata)
+        with self._lock:
+            old = self.get(record_id, user_id=user_id)
+            changes: dict[str, Any] = {"recorded_at": utc_now()}
+            if value is not None:
+                changes.update(value=value, key=value)
+            if extra is not None:
+                changes["metadata"] = extra
+            new = old.model_copy(update=changes)
+            self.store.log([HistoryEntry(record_id=old.id, event="update", previous=old, changed_at=new.recorded_at)])
+            self.store.upsert([new], self.embedder.embed_documents([new.key]))
+            self.lexical.invalidate(old.user_id)
+        return new
+
+    def delete(self, record_id: str, /, *, user_id: str | None = None) -> None:
+        with self._lock:
+            old = self.get(record_id, user_id=user_id)
+            self.store.log([HistoryEntry(record_id=old.id, event="delete", previous=old, changed_at=utc_now())])
+            self.store.delete([old.id])
+            self.lexical.invalidate(old.user_id)
+
+    def delete_all(self, user_id: str, /) -> int:
+        """Forget everything about ``user_id`` (records and their history). Other users are untouched."""
+        user_id = validate_user_id(user_id)
+        with self._lock:
+            ids = sorted(self.store.existing_ids_where({"user_id": user_id}))
+            self.store.delete(ids)
+            self.store.forget_history(user_id)
+            self.lexical.invalidate(user_id)
+        return len(ids)
+
+    # -- move --------------------------------------------------------------------------------
+    def export(self, user_id: str, destination: str | Path | IO[str], /) -> int:
+        """Write a user's records as JSONL (one ``MemoryRecord`` a line). Returns how many."""
+        records = self.get_all(user_id)
+        lines = "".join(r.model_dump_json() + "\n" for r in records)
+        if isinstance(destination, (str, Path)):
+            Path(destination).write_text(lines, encoding="utf-8")
+        else:
+            destination.write(lines)
+        return len(records)
+
+    def import_(self, source: str | Path | Iterable[str], /, *, user_id: str | None = None) -> int:
+        """Read JSONL written by ``export``; ``user_id`` moves the records to another user.
+
+        Every line is checked before anything is written, so a bad file changes nothing.
+        """
+        lines = Path(source).read_text(encoding="utf-8").splitlines() if isinstance(source, (str, Path)) else source
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = MemoryRecord.model_validate(json.loads(line))
+            except ValueError as exc:
+                raise InputError(f"line {number}", f"is not a memagent record: {exc}") from exc
+            if user_id is not None:
+                target = validate_user_id(user_id)
+                record = record.model_copy(
+                    update={"user_id": target, "id": record_id(target, record.session_id, record.value)}
+                )
+            records.append(record)
+        with self._lock:
+            self._write(records)
+            for uid in {r.user_id for r in records}:
+                self.lexical.invalidate(uid)  # upserts may have replaced records already indexed
+        return len(records)
+
+
+def _validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, MetadataValue]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InputError("metadata", f"must be a dict, got {type(metadata).__name__}")
+    for name, value in metadata.items():
+        if not isinstance(name, str) or not name:
+            raise InputError("metadata", f"keys must be non-empty strings, got {name!r}")
+        if not isinstance(value, (str, int, float, bool)):
+            raise InputError(f"metadata.{name}", f"must be a str, int, float or bool, got {type(value).__name__}")
+    return dict(metadata)
+
+
+class AsyncMemory:
+    """``Memory`` for asyncio code: the same methods, run in a worker thread. No second copy of logic."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.sync = Memory(*args, **kwargs)
+
+    async def add(self, *args: Any, **kwargs: Any) -> list[MemoryRecord]:
+        return await asyncio.to_thread(self.sync.add, *args, **kwargs)
+
+    async def search(self, *args: Any, **kwargs: Any) -> list[Hit]:
+        return await asyncio.to_thread(self.sync.search, *args, **kwargs)
+
+    async def get(self, *args: Any, **kwargs: Any) -> MemoryRecord:
+        return await asyncio.to_thread(self.sync.get, *args, **kwargs)
+
+    async def get_all(self, *args: Any, **kwargs: Any) -> list[MemoryRecord]:
+        return await asyncio.to_thread(self.sync.get_all, *args, **kwargs)
+
+    async def history(self, *args: Any, **kwargs: Any) -> list[HistoryEntry]:
+        return await asyncio.to_thread(self.sync.history, *args, **kwargs)
+
+    async def update(self, *args: Any, **kwargs: Any) -> MemoryRecord:
+        return await asyncio.to_thread(self.sync.update, *args, **kwargs)
+
+    async def delete(self, *args: Any, **kwargs: Any) -> None:
+        return await asyncio.to_thread(self.sync.delete, *args, **kwargs)
+
+    async def delete_all(self, *args: Any, **kwargs: Any) -> int:
+        return await asyncio.to_thread(self.sync.delete_all, *args, **kwargs)
+
+    async def export(self, *args: Any, **kwargs: Any) -> int:
+        return await asyncio.to_thread(self.sync.export, *args, **kwargs)
+
+    async def import_(self, *args: Any, **kwargs: Any) -> int:
+        return await asyncio.to_thread(self.sync.import_, *args, **kwargs)

@@ -1,0 +1,1 @@
+"""Read path: dense and lexical rankings, fused."""

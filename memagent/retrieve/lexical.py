@@ -1,0 +1,109 @@
+"""BM25 (Okapi) over one user's keys: the lexical half of hybrid search.
+
+Each user has an index of their own, so a query can only ever score that user's records. An index
+is rebuilt from the store when first needed and after any update or delete, so it can never
+disagree with the store; adds extend it in place.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
+
+import numpy as np
+
+_TOKEN = re.compile(r"\w+")
+# Function words carry no topic; dropping them keeps scores about content.
+_STOPWORDS = frozenset(
+    "a an and are as at be been but by can could did do does for from had has have he her hers him his how i "
+    "if in into is it its me my myself of on or our ours she so than that the their them then there these they "
+    "this those to too was we were what when where which who whom why will with would you your yours s t".split()
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens without stopwords; a plural 's' is cut so 'dogs' meets 'dog'."""
+    tokens = []
+    for token in _TOKEN.findall(text.lower()):
+        if token in _STOPWORDS:
+            continue
+        if len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
+            token = token[:-1]
+        tokens.append(token)
+    return tokens
+
+
+class BM25Index:
+    """k1 and b are the usual Okapi defaults (Robertson & Zaragoza 2009)."""
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.ids: list[str] = []
+        self._lengths: list[int] = []
+        self._postings: dict[str, list[tuple[int, int]]] = {}
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # term -> (doc rows, term counts)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        for record_id, text in zip(ids, texts):
+            row = len(self.ids)
+            counts = Counter(tokenize(text))
+            self.ids.append(record_id)
+            self._lengths.append(sum(counts.values()))
+            for term, count in counts.items():
+                self._postings.setdefault(term, []).append((row, count))
+                self._arrays.pop(term, None)
+
+    def search(self, query: str, n: int, allowed: Collection[str] | None = None) -> list[tuple[str, float]]:
+        """The ``n`` best ids with their scores; ``allowed`` restricts which ids may rank."""
+        if not self.ids:
+            return []
+        lengths = np.asarray(self._lengths, dtype=np.float64)
+        norm = self.k1 * (1 - self.b + self.b * lengths / max(lengths.mean(), 1e-9))
+        scores = np.zeros(len(self.ids))
+        for term in set(tokenize(query)):
+            if term not in self._postings:
+                continue
+            rows, counts = self._term_arrays(term)
+            # Lucene's idf: never negative, even for terms in most documents.
+            idf = math.log(1 + (len(self.ids) - len(rows) + 0.5) / (len(rows) + 0.5))
+            scores[rows] += idf * counts * (self.k1 + 1) / (counts + norm[rows])
+        candidates = np.flatnonzero(scores > 0)
+        if allowed is not None:
+            candidates = np.array([r for r in candidates if self.ids[r] in allowed], dtype=np.int64)
+        best = candidates[np.argsort(-scores[candidates], kind="stable")[:n]]
+        return [(self.ids[r], float(scores[r])) for r in best]
+
+    def _term_arrays(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        if term not in self._arrays:
+            postings = np.asarray(self._postings[term], dtype=np.int64)
+            self._arrays[term] = (postings[:, 0], postings[:, 1].astype(np.float64))
+        return self._arrays[term]
+
+
+class LexicalIndexes:
+    """One BM25 index per user, built on demand from ``load(user_id) -> [(id, key), ...]``."""
+
+    def __init__(self, load: Callable[[str], Iterable[tuple[str, str]]]) -> None:
+        self._load = load
+        self._by_user: dict[str, BM25Index] = {}
+
+    def for_user(self, user_id: str) -> BM25Index:
+        if user_id not in self._by_user:
+            index = BM25Index()
+            pairs = list(self._load(user_id))
+            index.add([i for i, _ in pairs], [k for _, k in pairs])
+            self._by_user[user_id] = index
+        return self._by_user[user_id]
+
+    def extend(self, user_id: str, ids: Sequence[str], keys: Sequence[str]) -> None:
+        """Add new records; a user whose index is not built yet will load them with the rest."""
+        if user_id in self._by_user:
+            self._by_user[user_id].add(ids, keys)
+
+    def invalidate(self, user_id: str) -> None:
+        self._by_user.pop(user_id, None)

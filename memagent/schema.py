@@ -1,0 +1,128 @@
+"""The data memagent takes and gives back: messages in, records and hits out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from memagent._time import parse_timestamp
+from memagent.errors import InputError
+
+Role = Literal["user", "assistant", "system"]
+MetadataValue = Union[str, int, float, bool]
+
+
+class Message(BaseModel):
+    """One chat message. ``system`` messages are accepted and not remembered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Role
+    content: str
+
+
+class MemoryRecord(BaseModel):
+    """One stored memory: a round (user turn + reply) or a whole session.
+
+    ``value`` is what the reader sees; ``key`` is what retrieval matches against
+    (LongMemEval §5: key = value, optionally expanded with facts).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    user_id: str
+    session_id: str
+    round_index: int = Field(ge=0, description="position of the round in its session; 0 for a session record")
+    value: str
+    key: str
+    timestamp: datetime = Field(description="when the conversation happened (UTC)")
+    recorded_at: datetime = Field(description="when memagent stored this version (UTC)")
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+
+class Hit(BaseModel):
+    """A record found by search, with its fused score and the ranks that produced it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record: MemoryRecord
+    score: float
+    why: dict[str, int] = Field(description="1-based rank of the record in each retriever that found it")
+
+
+class HistoryEntry(BaseModel):
+    """What a record was before an update or delete."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record_id: str
+    event: Literal["update", "delete"]
+    previous: MemoryRecord
+    changed_at: datetime
+
+
+class SearchFilters(BaseModel):
+    """Narrow a search. Every field is optional; all given fields must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_ids: list[str] | None = None
+    start: datetime | None = Field(default=None, description="earliest conversation time, inclusive")
+    end: datetime | None = Field(default=None, description="latest conversation time, inclusive")
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+
+def validate_messages(messages: object, *, max_chars: int) -> list[Message]:
+    """Check a call's messages one field at a time, so the error names the exact culprit."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise InputError("messages", f"expected a list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
+    if not messages:
+        raise InputError("messages", "is empty: give at least one message")
+    checked = []
+    for i, raw in enumerate(messages):
+        where = f"messages[{i}]"
+        if isinstance(raw, Message):
+            raw = raw.model_dump()
+        if not isinstance(raw, Mapping):
+            raise InputError(where, f"expected a dict with 'role' and 'content', got {type(raw).__name__}")
+        for name in ("role", "content"):
+            if name not in raw:
+                raise InputError(f"{where}.{name}", "is missing")
+        role, content = raw["role"], raw["content"]
+        if role not in ("user", "assistant", "system"):
+            raise InputError(f"{where}.role", f"unknown role {role!r}: use 'user', 'assistant' or 'system'")
+        if not isinstance(content, str):
+            raise InputError(f"{where}.content", f"must be a string, got {type(content).__name__}")
+        if len(content) > max_chars:
+            raise InputError(
+                f"{where}.content", f"has {len(content)} characters, over the limit of {max_chars} (max_message_chars)"
+            )
+        checked.append(Message(role=role, content=content))
+    return checked
+
+
+def validate_user_id(user_id: object, field: str = "user_id") -> str:
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise InputError(field, f"must be a non-empty string, got {user_id!r}")
+    return user_id
+
+
+def coerce_filters(filters: SearchFilters | Mapping[str, object] | None) -> SearchFilters:
+    if filters is None:
+        return SearchFilters()
+    if isinstance(filters, SearchFilters):
+        return filters
+    data = dict(filters)
+    for bound in ("start", "end"):
+        if data.get(bound) is not None:
+            data[bound] = parse_timestamp(data[bound], field=f"filters.{bound}")
+    try:
+        return SearchFilters.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(["filters", *(str(part) for part in first["loc"])])
+        raise InputError(field, f"{first['msg']} (got {first['input']!r})") from exc

@@ -1,0 +1,1 @@
+"""Storage: records, their vectors and their history, in Chroma."""
