@@ -106,8 +106,10 @@ class Memory:
         self, rounds: list[Round], user_id: str, session_id: str, when: datetime, extra: dict[str, MetadataValue]
     ) -> list[MemoryRecord]:
         by_id = {record_id(user_id, session_id, r.value): r for r in rounds}  # drops repeats within the call
-        new_ids = [i for i in by_id if i not in self.store.existing_ids(by_id)]
-        offset = len(self.store.find(where_clause(user_id, SearchFilters(session_ids=[session_id]))))
+        # ids hash the session id, so this session's ids are all that can collide
+        in_session = self.store.existing_ids_where(where_clause(user_id, SearchFilters(session_ids=[session_id])))
+        new_ids = [i for i in by_id if i not in in_session]
+        offset = len(in_session)
         now = utc_now()
         records = [
             MemoryRecord(

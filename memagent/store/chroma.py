@@ -8,7 +8,7 @@ keeps the history of updates and deletes, so a server deployment needs nothing b
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -118,10 +118,6 @@ class ChromaStore:
             for i, doc, meta in zip(found["ids"], found["documents"], found["metadatas"])
         ]
         return sorted(records, key=lambda r: (r.timestamp, r.session_id, r.round_index))
-
-    def existing_ids(self, ids: Iterable[str]) -> set[str]:
-        ids = list(ids)
-        return set(self.records.get(ids=ids, include=[])["ids"]) if ids else set()
 
     def existing_ids_where(self, where: Where) -> set[str]:
         return set(self.records.get(where=where, include=[])["ids"])

@@ -1,0 +1,135 @@
+"""``memagent``: the memory from a shell. ``memagent --help`` lists the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from memagent.errors import MemagentError
+
+
+def _memory(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from memagent import Memory, MemoryConfig  # deferred: keeps `memagent --help` instant
+
+    store: dict[str, Any] = {}
+    if args.path:
+        store["path"] = Path(args.path)
+    if args.url:
+        store["url"] = args.url
+    config = MemoryConfig(store=store) if store else MemoryConfig()
+    return Memory(config)
+
+
+def read_sessions(path: Path) -> Iterator[dict[str, Any]]:
+    """Sessions from a JSON list, a single JSON object, or JSONL, one session object each."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+        yield from data if isinstance(data, list) else [data]
+    except json.JSONDecodeError:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise MemagentError(f"{path}: line {number} is not JSON ({exc.msg})") from None
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    memory = _memory(args)
+    stored = 0
+    for number, session in enumerate(read_sessions(Path(args.file)), start=1):
+        if not isinstance(session, dict) or "messages" not in session:
+            raise MemagentError(f"session {number}: expected an object with 'messages' (and user_id, session_id, timestamp)")
+        user_id = args.user or session.get("user_id")
+        records = memory.add(
+            session["messages"],
+            user_id=user_id,
+            session_id=session.get("session_id"),
+            timestamp=session.get("timestamp"),
+            metadata=session.get("metadata"),
+        )
+        stored += len(records)
+    print(f"stored {stored} new records")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    hits = _memory(args).search(args.query, user_id=args.user, k=args.k, question_date=args.question_date)
+    if args.json:
+        print(json.dumps([h.model_dump(mode="json") for h in hits], indent=2))
+        return
+    for rank, hit in enumerate(hits, start=1):
+        record = hit.record
+        print(f"{rank}. [{record.timestamp:%Y-%m-%d %H:%M}] {record.session_id}#{record.round_index} "
+              f"score={hit.score:.4f} {hit.why}")
+        print("   " + record.value.replace("\n", "\n   "))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    memory = _memory(args)
+    count = memory.export(args.user, Path(args.out) if args.out else sys.stdout)
+    print(f"exported {count} records", file=sys.stderr)
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    count = _memory(args).import_(Path(args.file), user_id=args.user)
+    print(f"imported {count} records")
+
+
+def cmd_delete_user(args: argparse.Namespace) -> None:
+    print(f"deleted {_memory(args).delete_all(args.user)} records of {args.user!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memagent", description=__doc__)
+    parser.add_argument("--path", help="store folder (default: $MEMAGENT_STORE__PATH or ~/.local/share/memagent)")
+    parser.add_argument("--url", help="a Chroma server instead of a folder, e.g. http://localhost:8000")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    add = commands.add_parser("add", help="store sessions from JSON or JSONL")
+    add.add_argument("file", help='sessions: {"user_id", "session_id", "timestamp", "messages": [...]} each')
+    add.add_argument("--user", help="store every session under this user id")
+    add.set_defaults(run=cmd_add)
+
+    search = commands.add_parser("search", help="find a user's memories")
+    search.add_argument("query")
+    search.add_argument("--user", required=True)
+    search.add_argument("-k", type=int, default=None)
+    search.add_argument("--question-date", help="when the question is asked (memories after it are not searched)")
+    search.add_argument("--json", action="store_true", help="print hits as JSON")
+    search.set_defaults(run=cmd_search)
+
+    export = commands.add_parser("export", help="write a user's records as JSONL")
+    export.add_argument("--user", required=True)
+    export.add_argument("--out", help="file to write (default: standard output)")
+    export.set_defaults(run=cmd_export)
+
+    import_ = commands.add_parser("import", help="read records written by export")
+    import_.add_argument("file")
+    import_.add_argument("--user", help="store them under this user id instead")
+    import_.set_defaults(run=cmd_import)
+
+    delete = commands.add_parser("delete-user", help="forget everything about one user")
+    delete.add_argument("user")
+    delete.set_defaults(run=cmd_delete_user)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except MemagentError as exc:
+        print(f"memagent: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
