@@ -85,6 +85,12 @@ def cmd_delete_user(args: argparse.Namespace) -> None:
     print(f"deleted {_memory(args).delete_all(args.user)} records of {args.user!r}")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from evals.cli import main as eval_main  # the runner ships with the repository, not every install
+
+    raise SystemExit(eval_main(args.rest))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memagent", description=__doc__)
     parser.add_argument("--path", help="store folder (default: $MEMAGENT_STORE__PATH or ~/.local/share/memagent)")
@@ -113,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     import_.add_argument("file")
     import_.add_argument("--user", help="store them under this user id instead")
     import_.set_defaults(run=cmd_import)
+
+    evaluate = commands.add_parser("eval", help="benchmarks: memagent eval {longmemeval,locomo} --help", add_help=False)
+    evaluate.add_argument("rest", nargs=argparse.REMAINDER)
+    evaluate.set_defaults(run=cmd_eval)
 
     delete = commands.add_parser("delete-user", help="forget everything about one user")
     delete.add_argument("user")

@@ -1,0 +1,1 @@
+"""LoCoMo (snap-research/LoCoMo) in the LongMemEval schema."""

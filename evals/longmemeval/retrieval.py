@@ -1,0 +1,113 @@
+"""Index a question's haystack into memagent and rank the official corpus with it.
+
+Each haystack is stored as its own user (id = hash of its content), so questions that share a
+haystack (LoCoMo) index it once, and a second run finds everything already stored. Records map
+back to the official corpus ids: a session record to its session id, a round to the id of the
+user turn that opens it (``{session}_{turn number}``), with the official 'noans' relabelling of
+non-evidence parts of evidence sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evals.longmemeval.load import Item
+from memagent import Embedder, Memory, MemoryConfig
+from memagent.index.decompose import split_rounds
+from memagent.memory import record_id
+from memagent.schema import Message
+
+# Retrievers compared side by side. Each is a MemoryConfig override; "memagent" is the library default.
+RETRIEVERS: dict[str, dict[str, Any]] = {
+    "bm25-session": {"granularity": "session", "key": "user", "retrieval": {"retrievers": ["lexical"]}},
+    "dense-session-kv": {"granularity": "session", "key": "value", "retrieval": {"retrievers": ["dense"]}},
+    "dense-round": {"granularity": "round", "key": "value", "retrieval": {"retrievers": ["dense"]}},
+    "memagent": {},
+}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The official retrieval corpus of one item, and where each memagent record lands in it."""
+
+    ids: list[str]
+    index_of_record: dict[str, int]
+    level: str  # 'session' or 'turn'
+
+
+def haystack_user(item: Item) -> str:
+    content = [item.haystack_dates, [[(t.role, t.content) for t in s] for s in item.haystack_sessions]]
+    return "haystack-" + hashlib.sha256(json.dumps(content).encode()).hexdigest()[:24]
+
+
+def session_key(position: int) -> str:
+    return f"s{position:04d}"
+
+
+def messages_of(session: list[Any]) -> list[Message]:
+    return [Message(role=t.role, content=t.content) for t in session if t.role in ("user", "assistant")]
+
+
+def build_corpus(item: Item, granularity: str) -> Corpus:
+    user = haystack_user(item)
+    ids: list[str] = []
+    index_of_record: dict[str, int] = {}
+    for position, (sid, session) in enumerate(zip(item.haystack_session_ids, item.haystack_sessions)):
+        user_turns = [t for t in session if t.role == "user"]
+        if granularity == "session":
+            evidence = any(t.has_answer for t in user_turns)
+            index_of_record[record_id(user, session_key(position), "")] = len(ids)
+            ids.append(sid if "answer" not in sid or evidence else sid.replace("answer", "noans"))
+            continue
+        turn_id_of: dict[int, str] = {}  # index of the user turn in the session -> official id
+        for n, turn in enumerate(session):
+            if turn.role == "user":
+                tid = f"{sid}_{n + 1}"
+                turn_id_of[n] = tid if "answer" not in sid or turn.has_answer else tid.replace("answer", "noans")
+        opening = [n for n, t in enumerate(session) if t.role in ("user", "assistant")]
+        cursor = 0
+        for round_ in split_rounds(messages_of(session)):
+            first = opening[cursor]
+            cursor += len(round_.messages)
+            if first in turn_id_of:  # a round opened by a reply has no user turn in the corpus
+                rid = record_id(user, session_key(position), round_.value)
+                index_of_record.setdefault(rid, len(ids))
+                ids.append(turn_id_of[first])
+    return Corpus(ids, index_of_record, "session" if granularity == "session" else "turn")
+
+
+class HaystackIndex:
+    """One memagent store per retriever configuration, all in one cache folder."""
+
+    def __init__(self, name: str, overrides: dict[str, Any], cache: Path, embedder: Embedder) -> None:
+        digest = hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:10]
+        config = MemoryConfig.model_validate(
+            {**overrides, "store": {"path": cache / "chroma", "collection": f"eval-{digest}"},
+             "embedder": {"cache_path": cache / "embeddings.sqlite"}}
+        )
+        self.name, self.overrides = name, overrides
+        self.memory = Memory(config, embedder=embedder)
+        self._indexed: set[str] = set()
+
+    def rank(self, item: Item) -> tuple[Corpus, list[int]]:
+        """Index the item's haystack (a no-op when already stored) and rank its whole corpus."""
+        user = haystack_user(item)
+        if user not in self._indexed:  # questions sharing a haystack (LoCoMo) index it once
+            for position, (date, session) in enumerate(zip(item.haystack_dates, item.haystack_sessions)):
+                messages = [m.model_dump() for m in messages_of(session)]
+                if messages:
+                    self.memory.add(messages, user_id=user, session_id=session_key(position), timestamp=date)
+            self._indexed.add(user)
+        corpus = build_corpus(item, self.memory.config.granularity)
+        # No question_date filter: the official retrieval ranks the whole haystack, and a few official
+        # items date evidence minutes after the question.
+        hits = self.memory.search(item.question, user_id=user, k=len(corpus.ids) + len(item.haystack_sessions))
+        ranking = list(dict.fromkeys(corpus.index_of_record[h.record.id] for h in hits if h.record.id in corpus.index_of_record))
+        # records no retriever scored (BM25 without a shared word) tie for last, in corpus order
+        seen = set(ranking)
+        ranking += [i for i in range(len(corpus.ids)) if i not in seen]
+        return corpus, ranking

@@ -1,0 +1,98 @@
+"""Loading official-schema files, mapping memagent records to official corpus ids, and a real run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from evals.longmemeval.load import Item, load_items, split_name
+from evals.longmemeval.retrieval import build_corpus
+from evals.longmemeval.run import run_retrieval
+from memagent import InputError
+
+
+def turn(role: str, content: str, has_answer: bool | None = None) -> dict:
+    return {"role": role, "content": content} | ({} if has_answer is None else {"has_answer": has_answer})
+
+
+def make_item(**changes) -> dict:
+    item = {
+        "question_id": "q1",
+        "question_type": "single-session-user",
+        "question": "What breed is my dog?",
+        "answer": "a greyhound",
+        "question_date": "2023/06/01 (Thu) 10:00",
+        "haystack_dates": ["2023/05/01 (Mon) 09:00", "2023/05/02 (Tue) 09:00", "2023/05/03 (Wed) 09:00"],
+        "haystack_session_ids": ["s_garden", "answer_dog_1", "s_tax"],
+        "haystack_sessions": [
+            [turn("user", "How deep should I plant tulip bulbs?"), turn("assistant", "About 20 cm.")],
+            [turn("user", "Any tips for grooming?", False), turn("assistant", "Brush weekly."),
+             turn("user", "My dog is a greyhound, she has a thin coat.", True), turn("assistant", "Use a soft mitt.")],
+            [turn("user", "When are taxes due this year?"), turn("assistant", "Usually in April.")],
+        ],
+        "answer_session_ids": ["answer_dog_1"],
+    }
+    return item | changes
+
+
+def write(tmp_path: Path, items: list[dict], name: str = "longmemeval_s_cleaned.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(items, indent=4))
+    return path
+
+
+def test_official_files_load_unchanged_and_errors_name_the_field(tmp_path: Path) -> None:
+    (item,) = load_items(write(tmp_path, [make_item(answer=3)]))
+    assert item.answer == "3" and item.haystack_sessions[1][2].has_answer
+    broken = make_item()
+    del broken["question"]
+    with pytest.raises(InputError, match=r"^item\[0\] \(q1\)\.question: Field required"):
+        load_items(write(tmp_path, [broken]))
+    with pytest.raises(InputError, match=r"must have the same length"):
+        load_items(write(tmp_path, [make_item(haystack_dates=["2023/05/01 (Mon) 09:00"])]))
+    with pytest.raises(InputError, match=r"^item\[0\] \(q1\)\.haystack_dates\[1\]: cannot parse"):
+        load_items(write(tmp_path, [make_item(haystack_dates=["2023/05/01 (Mon) 09:00", "May 2nd", "x"])]))
+
+
+def test_split_names() -> None:
+    assert split_name(Path("longmemeval_s_cleaned.json")) == "S (cleaned)"
+    assert split_name(Path("longmemeval_m.json")) == "M"
+    assert split_name(Path("longmemeval_oracle.json")) == "oracle"
+
+
+def test_corpus_ids_follow_the_official_turn_numbering_and_noans_rule() -> None:
+    item = Item.model_validate(make_item())
+    turns = build_corpus(item, "round")
+    # user turns only, numbered by position in the session (1-based, assistant turns counted)
+    assert turns.ids == ["s_garden_1", "noans_dog_1_1", "answer_dog_1_3", "s_tax_1"]
+    assert sorted(turns.index_of_record.values()) == [0, 1, 2, 3]
+    assert build_corpus(item, "session").ids == ["s_garden", "answer_dog_1", "s_tax"]
+
+
+def test_a_retrieval_run_scores_every_retriever_and_a_warm_run_embeds_nothing(tmp_path: Path, embedder) -> None:
+    items = load_items(write(tmp_path, [make_item(), make_item(question_id="q1_abs")]))
+    names = ["bm25-session", "dense-round", "memagent"]
+    cold = run_retrieval(items, names, cache=tmp_path / "cache", embedder=embedder, out=tmp_path / "rows.jsonl")
+    assert cold.skipped_abstention == 1 and len(cold.rows) == 3
+    for row in cold.rows:
+        assert row["metrics"]["session"]["recall_all@1"] == 1.0, row["retriever"]
+    memagent = next(r for r in cold.rows if r["retriever"] == "memagent")
+    assert memagent["ranked_ids"][0] == "answer_dog_1_3"
+    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 3
+    warm = run_retrieval(items, names, cache=tmp_path / "cache", embedder=embedder)
+    assert cold.texts_embedded > 0 and warm.texts_embedded == 0
+    assert [r["metrics"] for r in warm.rows] == [r["metrics"] for r in cold.rows]
+
+
+SHARED = os.environ.get("MEMAGENT_SHARED_DATA")
+
+
+@pytest.mark.skipif(not SHARED or not Path(SHARED, "longmemeval/oracle_sample3.json").exists(),
+                    reason="set MEMAGENT_SHARED_DATA to the shared data folder")
+def test_the_official_oracle_sample_loads_without_conversion() -> None:
+    items = load_items(Path(SHARED or "", "longmemeval/oracle_sample3.json"))
+    assert [i.question_type for i in items] == ["temporal-reasoning", "knowledge-update", "temporal-reasoning"]
+    assert items[2].is_abstention
