@@ -19,7 +19,10 @@ def parse_timestamp(value: object, *, field: str = "timestamp") -> datetime:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        parsed = datetime.fromtimestamp(float(value), tz=timezone.utc)
+        try:
+            parsed = datetime.fromtimestamp(float(value), tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise InputError(field, f"{value!r} is not a usable epoch time") from None
     elif isinstance(value, str):
         parsed = _parse_text(value, field)
     else:

@@ -16,8 +16,8 @@ from memagent._time import parse_timestamp, utc_now
 from memagent.config import MemoryConfig, default_store_path
 from memagent.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from memagent.errors import InputError, RecordNotFound
-from memagent.index.decompose import Round, decompose
-from memagent.index.keys import build_key
+from memagent.index.decompose import Round, split_rounds
+from memagent.index.keys import build_key, key_for_text
 from memagent.retrieve.dense import dense_ranking
 from memagent.retrieve.fuse import reciprocal_rank_fusion
 from memagent.retrieve.lexical import LexicalIndexes
@@ -69,7 +69,7 @@ class Memory:
             cache_dir = config.store.path if config.store.url is None else default_store_path()
             embedder = CachedEmbedder(embedder, config.embedder.cache_path or cache_dir / "embedding_cache.sqlite")
         self.embedder = embedder
-        self.lexical = LexicalIndexes(self._keys_of)
+        self.lexical = LexicalIndexes(self._keys_of, self.store.version)
         self._lock = threading.RLock()  # one writer at a time keeps store and lexical index in step
 
     def _keys_of(self, user_id: str) -> list[tuple[str, str]]:
@@ -94,55 +94,66 @@ class Memory:
         session_id = uuid.uuid4().hex if session_id is None else validate_user_id(session_id, "session_id")
         when = utc_now() if timestamp is None else parse_timestamp(timestamp)
         extra = _validate_metadata(metadata)
-        rounds = decompose(validate_messages(messages, max_chars=self.config.max_message_chars), self.config.granularity)
+        rounds = split_rounds(validate_messages(messages, max_chars=self.config.max_message_chars))
         if not rounds:
             return []
         with self._lock:
             if self.config.granularity == "session":
-                return self._add_to_session_record(rounds[0], user_id, session_id, when, extra)
+                return self._add_to_session_record(rounds, user_id, session_id, when, extra)
             return self._add_rounds(rounds, user_id, session_id, when, extra)
 
     def _add_rounds(
         self, rounds: list[Round], user_id: str, session_id: str, when: datetime, extra: dict[str, MetadataValue]
     ) -> list[MemoryRecord]:
-        by_id = {record_id(user_id, session_id, r.value): r for r in rounds}  # drops repeats within the call
-        # ids hash the session id, so this session's ids are all that can collide
-        in_session = self.store.existing_ids_where(where_clause(user_id, SearchFilters(session_ids=[session_id])))
-        new_ids = [i for i in by_id if i not in in_session]
-        offset = len(in_session)
+        stored = self.store.find(where_clause(user_id, SearchFilters(session_ids=[session_id])))
+        known_values = {r.value for r in stored}
+        taken_ids = {r.id for r in stored}
+        next_index = max((r.round_index for r in stored), default=-1) + 1  # not a count: deletes leave gaps
         now = utc_now()
-        records = [
-            MemoryRecord(
-                id=i,
-                user_id=user_id,
-                session_id=session_id,
-                round_index=offset + n,
-                value=by_id[i].value,
-                key=build_key(by_id[i], self.config.key),
-                timestamp=when,
-                recorded_at=now,
-                metadata=extra,
+        records: list[MemoryRecord] = []
+        for round_ in rounds:
+            if round_.value in known_values:  # already remembered (also drops repeats within the call)
+                continue
+            rid = record_id(user_id, session_id, round_.value)
+            if rid in taken_ids:  # an updated record kept this id for another value
+                rid = record_id(user_id, session_id, f"{round_.value}\0{next_index}")
+            records.append(
+                MemoryRecord(
+                    id=rid,
+                    user_id=user_id,
+                    session_id=session_id,
+                    round_index=next_index,
+                    value=round_.value,
+                    key=build_key(round_, self.config.key),
+                    timestamp=when,
+                    recorded_at=now,
+                    metadata=extra,
+                )
             )
-            for n, i in enumerate(new_ids)
-        ]
+            known_values.add(round_.value)
+            taken_ids.add(rid)
+            next_index += 1
         self._write(records)
         return records
 
     def _add_to_session_record(
-        self, round_: Round, user_id: str, session_id: str, when: datetime, extra: dict[str, MetadataValue]
+        self, rounds: list[Round], user_id: str, session_id: str, when: datetime, extra: dict[str, MetadataValue]
     ) -> list[MemoryRecord]:
-        """Session granularity: one record per session, which grows as exchanges arrive."""
+        """Session granularity: one record per session, which grows by the rounds it does not hold yet."""
         rid = record_id(user_id, session_id, "")
-        value, key = round_.value, build_key(round_, self.config.key)
         existing = self.store.get([rid])
-        if existing:
-            old = existing[0]
-            if value in old.value:
-                return []
+        old = existing[0] if existing else None
+        # compare whole rounds (blocks between newlines), so a round that is a prefix of another is still new
+        held = f"\n{old.value}\n" if old else ""
+        fresh = [r for r in dict.fromkeys(rounds) if f"\n{r.value}\n" not in held]
+        if not fresh:
+            return []
+        value = "\n".join(r.value for r in fresh)
+        key = "\n".join(build_key(r, self.config.key) for r in fresh)
+        if old is not None:
             value, key = f"{old.value}\n{value}", f"{old.key}\n{key}"
-            when = old.timestamp  # a session happened when it started
+            when, extra = old.timestamp, {**old.metadata, **extra}  # a session happened when it started
             self.store.log([HistoryEntry(record_id=rid, event="update", previous=old, changed_at=utc_now())])
-            self.lexical.invalidate(user_id)
         record = MemoryRecord(
             id=rid,
             user_id=user_id,
@@ -154,16 +165,20 @@ class Memory:
             recorded_at=utc_now(),
             metadata=extra,
         )
-        self._write([record])
+        self._write([record], replace=old is not None)
         return [record]
 
-    def _write(self, records: Sequence[MemoryRecord]) -> None:
+    def _write(self, records: Sequence[MemoryRecord], *, replace: bool = False) -> None:
         if not records:
             return
-        self.store.upsert(records, self.embedder.embed_documents([r.key for r in records]))
-        for user_id in {r.user_id for r in records}:
+        users = {r.user_id for r in records}
+        before = {u: self.store.version(u) for u in users}
+        after = self.store.upsert(records, self.embedder.embed_documents([r.key for r in records]), replace=replace)
+        if replace:
+            return  # the new version makes each process rebuild its lexical index
+        for user_id in users:
             mine = [r for r in records if r.user_id == user_id]
-            self.lexical.extend(user_id, [r.id for r in mine], [r.key for r in mine])
+            self.lexical.extend(user_id, [r.id for r in mine], [r.key for r in mine], before[user_id], after[user_id])
 
     # -- read --------------------------------------------------------------------------------
     def search(
@@ -216,9 +231,9 @@ class Memory:
         """All of a user's records, oldest conversation first."""
         return self.store.find(where_clause(validate_user_id(user_id), coerce_filters(filters)))
 
-    def history(self, record_id: str, /) -> list[HistoryEntry]:
-        """What the record was before each update or delete, oldest first."""
-        return self.store.history(record_id)
+    def history(self, record_id: str, /, *, user_id: str | None = None) -> list[HistoryEntry]:
+        """What the record was before each update or delete, oldest first; with ``user_id``, that user's only."""
+        return self.store.history(record_id, None if user_id is None else validate_user_id(user_id))
 
     # -- change ------------------------------------------------------------------------------
     def update(
@@ -240,30 +255,27 @@ class Memory:
             old = self.get(record_id, user_id=user_id)
             changes: dict[str, Any] = {"recorded_at": utc_now()}
             if value is not None:
-                changes.update(value=value, key=value)
+                changes.update(value=value, key=key_for_text(value, self.config.key))
             if extra is not None:
                 changes["metadata"] = extra
             new = old.model_copy(update=changes)
             self.store.log([HistoryEntry(record_id=old.id, event="update", previous=old, changed_at=new.recorded_at)])
-            self.store.upsert([new], self.embedder.embed_documents([new.key]))
-            self.lexical.invalidate(old.user_id)
+            self._write([new], replace=True)
         return new
 
     def delete(self, record_id: str, /, *, user_id: str | None = None) -> None:
         with self._lock:
             old = self.get(record_id, user_id=user_id)
             self.store.log([HistoryEntry(record_id=old.id, event="delete", previous=old, changed_at=utc_now())])
-            self.store.delete([old.id])
-            self.lexical.invalidate(old.user_id)
+            self.store.delete([old.id], old.user_id)
 
     def delete_all(self, user_id: str, /) -> int:
         """Forget everything about ``user_id`` (records and their history). Other users are untouched."""
         user_id = validate_user_id(user_id)
         with self._lock:
             ids = sorted(self.store.existing_ids_where({"user_id": user_id}))
-            self.store.delete(ids)
+            self.store.delete(ids, user_id)
             self.store.forget_history(user_id)
-            self.lexical.invalidate(user_id)
         return len(ids)
 
     # -- move --------------------------------------------------------------------------------
@@ -283,7 +295,8 @@ class Memory:
         Every line is checked before anything is written, so a bad file changes nothing.
         """
         lines = Path(source).read_text(encoding="utf-8").splitlines() if isinstance(source, (str, Path)) else source
-        records = []
+        records: list[MemoryRecord] = []
+        seen: dict[str, int] = {}
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -292,16 +305,21 @@ class Memory:
             except ValueError as exc:
                 raise InputError(f"line {number}", f"is not a memagent record: {exc}") from exc
             if user_id is not None:
-                target = validate_user_id(user_id)
-                record = record.model_copy(
-                    update={"user_id": target, "id": record_id(target, record.session_id, record.value)}
-                )
+                record = _moved(record, validate_user_id(user_id))
+            if record.id in seen:
+                raise InputError(f"line {number}", f"repeats record id {record.id!r} (line {seen[record.id]})")
+            seen[record.id] = number
             records.append(record)
         with self._lock:
-            self._write(records)
-            for uid in {r.user_id for r in records}:
-                self.lexical.invalidate(uid)  # upserts may have replaced records already indexed
+            self._write(records, replace=True)
         return len(records)
+
+
+def _moved(record: MemoryRecord, user_id: str) -> MemoryRecord:
+    """The record as another user's, its id derived by the rule that made it (session or round)."""
+    is_session_record = record.id == record_id(record.user_id, record.session_id, "")
+    new_id = record_id(user_id, record.session_id, "" if is_session_record else record.value)
+    return record.model_copy(update={"user_id": user_id, "id": new_id})
 
 
 def _validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, MetadataValue]:

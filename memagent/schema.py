@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from memagent._time import parse_timestamp
 from memagent.errors import InputError
 
+_BARE_DATE = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
 Role = Literal["user", "assistant", "system"]
 MetadataValue = Union[str, int, float, bool]
 
@@ -70,10 +72,23 @@ class SearchFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    session_ids: list[str] | None = None
+    session_ids: list[str] | None = Field(default=None, min_length=1)
     start: datetime | None = Field(default=None, description="earliest conversation time, inclusive")
-    end: datetime | None = Field(default=None, description="latest conversation time, inclusive")
+    end: datetime | None = Field(
+        default=None, description="latest conversation time, inclusive; a bare date means the end of that day"
+    )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _as_utc(cls, value: object, info: ValidationInfo) -> datetime | None:
+        """Every spelling parse_timestamp accepts; naive means UTC, as everywhere in memagent."""
+        if value is None:
+            return None
+        moment = parse_timestamp(value, field=f"filters.{info.field_name}")
+        if info.field_name == "end" and isinstance(value, str) and _BARE_DATE.match(value):
+            moment += timedelta(days=1, microseconds=-1)
+        return moment
 
 
 def validate_messages(messages: object, *, max_chars: int) -> list[Message]:
@@ -116,13 +131,12 @@ def coerce_filters(filters: SearchFilters | Mapping[str, object] | None) -> Sear
         return SearchFilters()
     if isinstance(filters, SearchFilters):
         return filters
-    data = dict(filters)
-    for bound in ("start", "end"):
-        if data.get(bound) is not None:
-            data[bound] = parse_timestamp(data[bound], field=f"filters.{bound}")
     try:
-        return SearchFilters.model_validate(data)
+        return SearchFilters.model_validate(dict(filters))
     except ValidationError as exc:
         first = exc.errors()[0]
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, InputError):  # our own message already names the field
+            raise cause from None
         field = ".".join(["filters", *(str(part) for part in first["loc"])])
         raise InputError(field, f"{first['msg']} (got {first['input']!r})") from exc

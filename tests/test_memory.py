@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from memagent import AsyncMemory, InputError, Memory, RecordNotFound
+from memagent import AsyncMemory, InputError, Memory, RecordNotFound, SearchFilters
 from tests.conftest import exchange
 
 MAY = "2023/05/20 (Sat) 02:21"
@@ -56,6 +56,9 @@ def test_a_user_never_sees_another_users_records_also_through_bm25(make_memory) 
     memory.add(exchange("I like tea"), user_id="ana", session_id="s1")
     for hit in memory.search("locker code 4417 zebra", user_id="ana", k=10):
         assert hit.record.user_id == "ana"
+    # dense must filter inside Chroma: a post-filter would drop bob's top hit and return nothing at k=1
+    dense_only = make_memory(retrieval={"retrievers": ["dense"]})
+    assert [h.record.user_id for h in dense_only.search("locker code 4417 zebra", user_id="ana", k=1)] == ["ana"]
     lexical_only = make_memory(retrieval={"retrievers": ["lexical"]})
     assert ids(lexical_only.search("locker code 4417 zebra", user_id="ana", k=10)) == []
     assert len(lexical_only.search("locker code 4417 zebra", user_id="bob", k=10)) == 1
@@ -216,3 +219,95 @@ def test_async_memory_wraps_the_same_logic(tmp_path, embedder) -> None:
         return [h.record.value for h in await memory.search("greyhound", user_id="ana")]
 
     assert asyncio.run(run())[0].startswith("user: I adopted a greyhound")
+
+
+def test_round_index_continues_after_a_delete(memory: Memory) -> None:
+    a, b, c = memory.add(exchange("a") + exchange("b") + exchange("c"), user_id="ana", session_id="s1")
+    memory.delete(a.id)
+    (d,) = memory.add(exchange("d"), user_id="ana", session_id="s1")
+    assert d.round_index == 3
+
+
+def test_resending_the_whole_session_stores_only_the_new_rounds(make_memory) -> None:
+    for granularity in ("round", "session"):
+        memory = make_memory(granularity=granularity)
+        user = f"ana-{granularity}"
+        memory.add(exchange("first"), user_id=user, session_id="s1")
+        memory.add(exchange("first") + exchange("second"), user_id=user, session_id="s1")
+        values = "\n".join(r.value for r in memory.get_all(user))
+        assert values.count("user: first") == 1 and values.count("user: second") == 1, granularity
+
+
+def test_session_granularity_keeps_a_round_that_is_a_prefix_of_a_stored_one(make_memory) -> None:
+    memory = make_memory(granularity="session")
+    memory.add([{"role": "user", "content": "I like tea and coffee"}], user_id="ana", session_id="s1")
+    assert memory.add([{"role": "user", "content": "I like tea"}], user_id="ana", session_id="s1") != []
+    assert memory.get_all("ana")[0].value == "user: I like tea and coffee\nuser: I like tea"
+
+
+def test_update_replaces_metadata_in_the_store(memory: Memory) -> None:
+    (record,) = memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1", metadata={"a": 1})
+    memory.update(record.id, metadata={"b": 2})
+    assert memory.get(record.id).metadata == {"b": 2}
+    assert memory.search("Porto", user_id="ana", filters={"metadata": {"a": 1}}) == []
+
+
+def test_retelling_the_original_fact_after_an_update_is_remembered(memory: Memory) -> None:
+    (record,) = memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1")
+    memory.update(record.id, value="user: I live in Madrid")
+    (again,) = memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1")
+    assert again.id != record.id
+    assert {r.value.splitlines()[0] for r in memory.get_all("ana")} == {"user: I live in Madrid", "user: I live in Porto"}
+
+
+def test_a_second_memory_on_the_same_store_sees_the_others_writes(make_memory, tmp_path) -> None:
+    one = make_memory(path=tmp_path / "shared", retrieval={"retrievers": ["lexical"]})
+    two = make_memory(path=tmp_path / "shared", retrieval={"retrievers": ["lexical"]})
+    (zebra,) = one.add(exchange("the zebra escaped"), user_id="ana", session_id="s1")
+    assert len(one.search("zebra", user_id="ana")) == 1  # one's index is built now
+    two.add(exchange("the giraffe escaped"), user_id="ana", session_id="s2")
+    two.delete(zebra.id)
+    assert [h.record.value for h in one.search("escaped giraffe zebra", user_id="ana")] == [
+        "user: the giraffe escaped\nassistant: Noted."
+    ]
+
+
+def test_import_under_another_user_keeps_session_records_addressable(make_memory, tmp_path) -> None:
+    source = make_memory(path=tmp_path / "a", granularity="session")
+    source.add(exchange("first"), user_id="ana", session_id="s1")
+    buffer = io.StringIO()
+    source.export("ana", buffer)
+    lines = buffer.getvalue().splitlines()
+    target = make_memory(path=tmp_path / "b", granularity="session")
+    target.import_(lines, user_id="eve")
+    target.add(exchange("second"), user_id="eve", session_id="s1")
+    (record,) = target.get_all("eve")
+    assert record.value.count("user:") == 2
+
+
+def test_more_bad_input_is_refused_with_the_field(memory: Memory) -> None:
+    memory.add(exchange("kept"), user_id="ana", session_id="s1")
+    line = memory.get_all("ana")[0].model_dump_json()
+    with pytest.raises(InputError, match=r"^line 2: repeats record id"):
+        memory.import_([line, line])
+    with pytest.raises(InputError, match=r"^filters\.session_ids: "):
+        memory.search("kept", user_id="ana", filters={"session_ids": []})
+    for bad in (float("nan"), 1e20):
+        with pytest.raises(InputError, match=r"^timestamp: "):
+            memory.add(exchange("x"), user_id="ana", session_id="s2", timestamp=bad)
+    assert [r.value for r in memory.get_all("ana")] == ["user: kept\nassistant: Noted."]
+
+
+def test_filter_bounds_are_utc_and_a_bare_end_date_covers_that_day(memory: Memory) -> None:
+    memory.add(exchange("leap day walk"), user_id="ana", session_id="s1", timestamp="2024-02-29T10:00")
+    assert len(memory.search("walk", user_id="ana", filters={"end": "2024-02-29"})) == 1
+    naive = SearchFilters(start=datetime(2024, 2, 29, 9, 0), end=datetime(2024, 2, 29, 11, 0))
+    assert len(memory.search("walk", user_id="ana", filters=naive, question_date="2024-03-01")) == 1
+    assert memory.search("walk", user_id="ana", filters={"end": "2024-02-29T09:59"}) == []
+
+
+def test_history_can_be_scoped_to_its_user(memory: Memory) -> None:
+    (record,) = memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1")
+    memory.update(record.id, value="user: I live in Madrid")
+    assert len(memory.history(record.id, user_id="ana")) == 1
+    assert memory.history(record.id, user_id="bob") == []

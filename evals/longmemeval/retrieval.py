@@ -35,7 +35,7 @@ class Corpus:
     """The official retrieval corpus of one item, and where each memagent record lands in it."""
 
     ids: list[str]
-    index_of_record: dict[str, int]
+    indices_of_record: dict[str, list[int]]  # a repeated round is one record for several turns
     level: str  # 'session' or 'turn'
 
 
@@ -55,12 +55,12 @@ def messages_of(session: list[Any]) -> list[Message]:
 def build_corpus(item: Item, granularity: str) -> Corpus:
     user = haystack_user(item)
     ids: list[str] = []
-    index_of_record: dict[str, int] = {}
+    indices_of_record: dict[str, list[int]] = {}
     for position, (sid, session) in enumerate(zip(item.haystack_session_ids, item.haystack_sessions)):
         user_turns = [t for t in session if t.role == "user"]
         if granularity == "session":
             evidence = any(t.has_answer for t in user_turns)
-            index_of_record[record_id(user, session_key(position), "")] = len(ids)
+            indices_of_record[record_id(user, session_key(position), "")] = [len(ids)]
             ids.append(sid if "answer" not in sid or evidence else sid.replace("answer", "noans"))
             continue
         turn_id_of: dict[int, str] = {}  # index of the user turn in the session -> official id
@@ -75,9 +75,9 @@ def build_corpus(item: Item, granularity: str) -> Corpus:
             cursor += len(round_.messages)
             if first in turn_id_of:  # a round opened by a reply has no user turn in the corpus
                 rid = record_id(user, session_key(position), round_.value)
-                index_of_record.setdefault(rid, len(ids))
+                indices_of_record.setdefault(rid, []).append(len(ids))
                 ids.append(turn_id_of[first])
-    return Corpus(ids, index_of_record, "session" if granularity == "session" else "turn")
+    return Corpus(ids, indices_of_record, "session" if granularity == "session" else "turn")
 
 
 class HaystackIndex:
@@ -106,7 +106,7 @@ class HaystackIndex:
         # No question_date filter: the official retrieval ranks the whole haystack, and a few official
         # items date evidence minutes after the question.
         hits = self.memory.search(item.question, user_id=user, k=len(corpus.ids) + len(item.haystack_sessions))
-        ranking = list(dict.fromkeys(corpus.index_of_record[h.record.id] for h in hits if h.record.id in corpus.index_of_record))
+        ranking = list(dict.fromkeys(i for h in hits for i in corpus.indices_of_record.get(h.record.id, [])))
         # records no retriever scored (BM25 without a shared word) tie for last, in corpus order
         seen = set(ranking)
         ranking += [i for i in range(len(corpus.ids)) if i not in seen]

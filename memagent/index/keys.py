@@ -16,3 +16,12 @@ def build_key(round_: Round, kind: Literal["value", "user"]) -> str:
     if kind == "user" and round_.user_text.strip():
         return round_.user_text
     return round_.value
+
+
+def key_for_text(value: str, kind: Literal["value", "user"]) -> str:
+    """The key of a value given as text (an update): its 'user: ' lines when only those are indexed."""
+    if kind == "user":
+        user_lines = [line[len("user: ") :] for line in value.splitlines() if line.startswith("user: ")]
+        if user_lines:
+            return "\n".join(user_lines)
+    return value

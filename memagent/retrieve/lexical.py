@@ -86,24 +86,34 @@ class BM25Index:
 
 
 class LexicalIndexes:
-    """One BM25 index per user, built on demand from ``load(user_id) -> [(id, key), ...]``."""
+    """One BM25 index per user, built from ``load(user_id) -> [(id, key), ...]`` when first needed.
 
-    def __init__(self, load: Callable[[str], Iterable[tuple[str, str]]]) -> None:
+    The store keeps a version token per user that every write changes; an index built at another
+    version is rebuilt, so writes from other processes (or a shared Chroma server) are never missed.
+    """
+
+    def __init__(
+        self, load: Callable[[str], Iterable[tuple[str, str]]], version: Callable[[str], str | None]
+    ) -> None:
         self._load = load
-        self._by_user: dict[str, BM25Index] = {}
+        self._version = version
+        self._by_user: dict[str, tuple[str | None, BM25Index]] = {}
 
     def for_user(self, user_id: str) -> BM25Index:
-        if user_id not in self._by_user:
-            index = BM25Index()
-            pairs = list(self._load(user_id))
-            index.add([i for i, _ in pairs], [k for _, k in pairs])
-            self._by_user[user_id] = index
-        return self._by_user[user_id]
+        current = self._version(user_id)
+        cached = self._by_user.get(user_id)
+        if cached is not None and cached[0] == current:
+            return cached[1]
+        index = BM25Index()
+        pairs = list(self._load(user_id))
+        index.add([i for i, _ in pairs], [k for _, k in pairs])
+        self._by_user[user_id] = (current, index)
+        return index
 
-    def extend(self, user_id: str, ids: Sequence[str], keys: Sequence[str]) -> None:
-        """Add new records; a user whose index is not built yet will load them with the rest."""
-        if user_id in self._by_user:
-            self._by_user[user_id].add(ids, keys)
-
-    def invalidate(self, user_id: str) -> None:
-        self._by_user.pop(user_id, None)
+    def extend(self, user_id: str, ids: Sequence[str], keys: Sequence[str], before: str | None, after: str) -> None:
+        """Our own add moved the user from version ``before`` to ``after``: extend the index in place
+        when it was current, rather than rebuild it on the next search."""
+        cached = self._by_user.get(user_id)
+        if cached is not None and cached[0] == before:
+            cached[1].add(ids, keys)
+            self._by_user[user_id] = (after, cached[1])

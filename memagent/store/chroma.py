@@ -8,6 +8,7 @@ keeps the history of updates and deletes, so a server deployment needs nothing b
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -86,18 +87,31 @@ class ChromaStore:
         self.client = client if client is not None else make_client(config)
         self.records = self.client.get_or_create_collection(config.collection, metadata={"hnsw:space": "cosine"})
         self.history_log = self.client.get_or_create_collection(config.collection + "_history")
+        self.versions = self.client.get_or_create_collection(config.collection + "_versions")
         self._batch = int(self.client.get_max_batch_size())
 
     # -- records -------------------------------------------------------------------------
-    def upsert(self, records: Sequence[MemoryRecord], embeddings: np.ndarray) -> None:
+    def upsert(
+        self, records: Sequence[MemoryRecord], embeddings: np.ndarray, *, replace: bool = False
+    ) -> dict[str, str]:
+        """Write records. Chroma merges metadata on upsert, so ``replace`` first clears the user
+        metadata keys a stored version has and the new one drops (an update must not keep them)."""
         for start in range(0, len(records), self._batch):
             part = records[start : start + self._batch]
+            metadatas = [record_to_metadata(r) for r in part]
+            if replace:
+                stored = self.records.get(ids=[r.id for r in part], include=["metadatas"])
+                old_keys = {i: set(m) for i, m in zip(stored["ids"], stored["metadatas"])}
+                for record, meta in zip(part, metadatas):
+                    dropped = {k for k in old_keys.get(record.id, ()) if k.startswith(_META_PREFIX) and k not in meta}
+                    meta.update(dict.fromkeys(dropped))  # None deletes a key in Chroma
             self.records.upsert(
                 ids=[r.id for r in part],
                 documents=[r.key for r in part],
-                metadatas=[record_to_metadata(r) for r in part],
+                metadatas=metadatas,
                 embeddings=embeddings[start : start + self._batch],
             )
+        return self.bump({r.user_id for r in records})
 
     def get(self, ids: Sequence[str], where: Where | None = None) -> list[MemoryRecord]:
         """Records by id, in the order asked, skipping ids that do not exist (or fail ``where``)."""
@@ -132,12 +146,29 @@ class ChromaStore:
         result = self.records.query(query_embeddings=[embedding], n_results=n, where=where, include=["distances"])
         return list(zip(result["ids"][0], result["distances"][0]))
 
-    def delete(self, ids: Sequence[str]) -> None:
+    def delete(self, ids: Sequence[str], user_id: str) -> None:
         if ids:
             self.records.delete(ids=list(ids))
+            self.bump({user_id})
 
     def count(self) -> int:
         return int(self.records.count())
+
+    # -- versions: each user's records change together with a new version token --------------
+    def bump(self, user_ids: set[str]) -> dict[str, str]:
+        """Mark users' records as changed, so every process's lexical index sees it needs a rebuild."""
+        versions = {user_id: uuid.uuid4().hex for user_id in sorted(user_ids)}
+        if versions:
+            self.versions.upsert(
+                ids=list(versions),
+                embeddings=np.zeros((len(versions), 1), dtype=np.float32),  # looked up by id, never searched
+                metadatas=[{"version": v} for v in versions.values()],
+            )
+        return versions
+
+    def version(self, user_id: str) -> str | None:
+        found = self.versions.get(ids=[user_id], include=["metadatas"])
+        return found["metadatas"][0]["version"] if found["ids"] else None
 
     # -- history -------------------------------------------------------------------------
     def log(self, entries: Sequence[HistoryEntry]) -> None:
@@ -157,8 +188,11 @@ class ChromaStore:
             ],
         )
 
-    def history(self, record_id: str) -> list[HistoryEntry]:
-        found = self.history_log.get(where={"record_id": record_id}, include=["metadatas"])
+    def history(self, record_id: str, user_id: str | None = None) -> list[HistoryEntry]:
+        where: Where = {"record_id": record_id}
+        if user_id is not None:
+            where = {"$and": [where, {"user_id": user_id}]}
+        found = self.history_log.get(where=where, include=["metadatas"])
         entries = [HistoryEntry.model_validate(json.loads(m["entry"])) for m in found["metadatas"]]
         return sorted(entries, key=lambda e: e.changed_at)
 

@@ -10,7 +10,7 @@ import pytest
 
 from evals.longmemeval.load import Item, load_items, split_name
 from evals.longmemeval.retrieval import build_corpus
-from evals.longmemeval.run import run_retrieval
+from evals.longmemeval.run import has_user_evidence, run_retrieval
 from memagent import InputError
 
 
@@ -68,15 +68,32 @@ def test_corpus_ids_follow_the_official_turn_numbering_and_noans_rule() -> None:
     turns = build_corpus(item, "round")
     # user turns only, numbered by position in the session (1-based, assistant turns counted)
     assert turns.ids == ["s_garden_1", "noans_dog_1_1", "answer_dog_1_3", "s_tax_1"]
-    assert sorted(turns.index_of_record.values()) == [0, 1, 2, 3]
+    assert sorted(i for found in turns.indices_of_record.values() for i in found) == [0, 1, 2, 3]
     assert build_corpus(item, "session").ids == ["s_garden", "answer_dog_1", "s_tax"]
 
 
+def test_an_evidence_session_without_user_side_evidence_is_relabelled_noans() -> None:
+    sessions = make_item()["haystack_sessions"]
+    sessions[1] = [turn("user", "Any tips for grooming?", False), turn("assistant", "Brush weekly.", True)]
+    item = Item.model_validate(make_item(haystack_sessions=sessions))
+    assert build_corpus(item, "session").ids == ["s_garden", "noans_dog_1", "s_tax"]
+    assert not has_user_evidence(item)
+
+
+def test_a_repeated_round_maps_to_every_turn_it_stands_for() -> None:
+    sessions = make_item()["haystack_sessions"]
+    sessions[1] = [turn("user", "ok", False), turn("assistant", "sure"), turn("user", "ok", True), turn("assistant", "sure")]
+    corpus = build_corpus(Item.model_validate(make_item(haystack_sessions=sessions)), "round")
+    assert sorted(corpus.indices_of_record.values(), key=len)[-1] == [1, 2]  # noans_dog_1_1 and answer_dog_1_3
+
+
 def test_a_retrieval_run_scores_every_retriever_and_a_warm_run_embeds_nothing(tmp_path: Path, embedder) -> None:
-    items = load_items(write(tmp_path, [make_item(), make_item(question_id="q1_abs")]))
+    no_user_evidence = make_item(question_id="q2")
+    no_user_evidence["haystack_sessions"][1][2]["has_answer"] = False
+    items = load_items(write(tmp_path, [make_item(), make_item(question_id="q1_abs"), no_user_evidence]))
     names = ["bm25-session", "dense-round", "memagent"]
     cold = run_retrieval(items, names, cache=tmp_path / "cache", embedder=embedder, out=tmp_path / "rows.jsonl")
-    assert cold.skipped_abstention == 1 and len(cold.rows) == 3
+    assert cold.skipped_abstention == 1 and cold.skipped_no_user_evidence == 1 and len(cold.rows) == 3
     for row in cold.rows:
         assert row["metrics"]["session"]["recall_all@1"] == 1.0, row["retriever"]
     memagent = next(r for r in cold.rows if r["retriever"] == "memagent")
