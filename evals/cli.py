@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +17,9 @@ from pathlib import Path
 from evals.longmemeval.load import Item, check_item, load_items, sha256_of, split_name
 from evals.longmemeval.report import averages, markdown_table, plot_recall_curves
 from evals.longmemeval.retrieval import RETRIEVERS
+from evals.longmemeval.qa import CONTEXTS, qa_table, run_qa
 from evals.longmemeval.run import RetrievalRun, run_retrieval
+from memagent import Embedder
 
 DEFAULT_RETRIEVERS = ["bm25-session", "dense-session-kv", "dense-round", "memagent"]
 
@@ -34,11 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", type=Path, default=None, help="results folder (default evals/results/<data name>)")
         sub.add_argument("--cache", type=Path, default=Path("evals/cache"),
                          help="stores and embedding cache; a second run reuses them")
+        sub.add_argument("--per-type", type=int, default=None,
+                         help="a stratified sample: N questions of each type (seeded)")
+        sub.add_argument("--seed", type=int, default=0)
+        qa = sub.add_argument_group("question answering (instead of retrieval)")
+        qa.add_argument("--qa", action="store_true", help="answer with a reader and score with a judge")
+        qa.add_argument("--reader", default="qwen2.5-coder-1.5b-instruct", help="model name, folder, .gguf or URL")
+        qa.add_argument("--judge", default=None, help="judge model (default: the reader)")
+        qa.add_argument("--contexts", nargs="+", default=list(CONTEXTS), choices=CONTEXTS)
+        qa.add_argument("--budget", type=int, default=6000, help="reader tokens for full-history and oracle contexts")
     return parser
 
 
-def select(items: list[Item], types: Sequence[str] | None, limit: int | None) -> list[Item]:
+def select(items: list[Item], types: Sequence[str] | None, limit: int | None, per_type: int | None = None,
+           seed: int = 0) -> list[Item]:
     chosen = [i for i in items if types is None or i.question_type in types]
+    if per_type is not None:
+        rng = random.Random(seed)
+        by_type: dict[str, list[Item]] = {}
+        for item in chosen:
+            by_type.setdefault(item.question_type, []).append(item)
+        picked = {i.question_id for group in by_type.values() for i in rng.sample(group, min(per_type, len(group)))}
+        chosen = [i for i in chosen if i.question_id in picked]
     return chosen[:limit] if limit is not None else chosen
 
 
@@ -74,16 +94,44 @@ def summary(args: argparse.Namespace, split: str, run: RetrievalRun, items: int,
     return "\n".join(header + body)
 
 
+def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: Embedder, out: Path) -> int:
+    from memagent.llm.load import load_llm
+
+    reader = load_llm(args.reader)
+    judge_llm = reader if args.judge in (None, args.reader) else load_llm(args.judge)
+    run = run_qa(items, args.contexts, reader=reader, judge_llm=judge_llm, cache=args.cache, embedder=embedder,
+                 out=out, budget=args.budget)
+    types = sorted({i.question_type for i in items})
+    text = "\n".join([
+        f"# Question answering on {args.data.name}",
+        "",
+        f"- data: `{args.data}` (sha256 `{sha256_of(args.data)}`), split: {split}",
+        f"- questions: {len(items)} ({', '.join(f'{t}: {sum(i.question_type == t for i in items)}' for t in types)})",
+        f"- reader: `{run.reader}`; judge: `{run.judge}` (LongMemEval's official judge prompts); embedder: {embedder.name}",
+        f"- contexts: memagent top-5 records; full history newest-first within {args.budget} reader tokens; "
+        f"oracle evidence sessions within {args.budget} tokens",
+        f"- date: {datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC; wall time {run.seconds:.0f} s",
+        "",
+        qa_table(run.rows),
+    ])
+    (out / "qa_summary.md").write_text(text, encoding="utf-8")
+    (out / "qa_rows.json").write_text(json.dumps(run.rows, indent=1), encoding="utf-8")
+    print(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     from memagent import SentenceTransformerEmbedder
 
     items, split = load_benchmark(args.benchmark, args.data)
-    items = select(items, args.types, args.limit)
+    items = select(items, args.types, args.limit, args.per_type, args.seed)
     out = args.out or Path("evals/results") / args.data.stem
     out.mkdir(parents=True, exist_ok=True)
     embedder = SentenceTransformerEmbedder()
+    if args.qa:
+        return qa_main(args, items, split, embedder, out)
     run = run_retrieval(items, args.retriever, cache=args.cache, embedder=embedder, out=out / "per_question.jsonl")
     text = summary(args, split, run, len(items), embedder.name, str(args.cache))
     (out / "summary.md").write_text(text, encoding="utf-8")

@@ -1,28 +1,36 @@
 """memagent: long-term memory for chat assistants, local-first."""
 
-from memagent.config import EmbedderConfig, MemoryConfig, RetrievalConfig, StoreConfig
+from memagent.config import EmbedderConfig, MemoryConfig, ReaderConfig, RetrievalConfig, StoreConfig
 from memagent.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from memagent.errors import InputError, MemagentError, RecordNotFound
 from memagent.memory import AsyncMemory, Memory
-from memagent.schema import HistoryEntry, Hit, MemoryRecord, Message, SearchFilters
+from memagent.llm.base import LLM, Generation, LLMError
+from memagent.llm.scripted import ScriptedLLM
+from memagent.schema import Answer, HistoryEntry, Hit, MemoryRecord, Message, SearchFilters
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Answer",
     "AsyncMemory",
     "CachedEmbedder",
     "Embedder",
     "EmbedderConfig",
+    "Generation",
     "HistoryEntry",
     "Hit",
     "InputError",
+    "LLM",
+    "LLMError",
     "MemagentError",
     "Memory",
     "MemoryConfig",
     "MemoryRecord",
     "Message",
+    "ReaderConfig",
     "RecordNotFound",
     "RetrievalConfig",
+    "ScriptedLLM",
     "SearchFilters",
     "SentenceTransformerEmbedder",
     "StoreConfig",

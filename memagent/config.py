@@ -53,6 +53,20 @@ class RetrievalConfig(BaseModel):
     rrf_k: int = Field(default=60, gt=0, description="RRF damping constant; 60 is the paper's value")
 
 
+class ReaderConfig(BaseModel):
+    """The LLM that answers from memories: a packaged short name, a folder, a .gguf file, or a server URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "qwen2.5-coder-1.5b-instruct"
+    k: int = Field(default=5, gt=0, description="memories given to the reader")
+    max_new_tokens: int = Field(default=200, gt=0)
+    max_memory_chars: int = Field(default=2000, gt=0, description="each memory is cut to this length in the prompt")
+    refuse_below: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="also refuse when confidence is below this (None: only when the model says so)"
+    )
+
+
 class MemoryConfig(BaseSettings):
     """Everything a ``Memory`` needs to know. All fields can be set by ``MEMAGENT_`` variables."""
 
@@ -61,6 +75,7 @@ class MemoryConfig(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    reader: ReaderConfig = Field(default_factory=ReaderConfig)
     granularity: Literal["round", "session"] = Field(
         default="round", description="value unit (LongMemEval §5): one user turn + reply, or a whole session"
     )

@@ -18,10 +18,13 @@ from memagent.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbe
 from memagent.errors import InputError, RecordNotFound
 from memagent.index.decompose import Round, split_rounds
 from memagent.index.keys import build_key, key_for_text
+from memagent.llm.base import LLM
+from memagent.llm.reader import Passage, read
 from memagent.retrieve.dense import dense_ranking
 from memagent.retrieve.fuse import reciprocal_rank_fusion
 from memagent.retrieve.lexical import LexicalIndexes
 from memagent.schema import (
+    Answer,
     HistoryEntry,
     Hit,
     MemoryRecord,
@@ -54,6 +57,7 @@ class Memory:
         *,
         path: str | Path | None = None,
         embedder: Embedder | None = None,
+        llm: LLM | None = None,
         client: Any | None = None,
     ) -> None:
         config = config if config is not None else MemoryConfig()
@@ -71,6 +75,16 @@ class Memory:
         self.embedder = embedder
         self.lexical = LexicalIndexes(self._keys_of, self.store.version)
         self._lock = threading.RLock()  # one writer at a time keeps store and lexical index in step
+        self._llm = llm
+
+    @property
+    def llm(self) -> LLM:
+        """The reader model, loaded on first use (``config.reader.model``) unless one was passed in."""
+        if self._llm is None:
+            from memagent.llm.load import load_llm  # heavy: only when answering
+
+            self._llm = load_llm(self.config.reader.model)
+        return self._llm
 
     def _keys_of(self, user_id: str) -> list[tuple[str, str]]:
         return self.store.keys(where_clause(user_id))
@@ -219,6 +233,35 @@ class Memory:
             records = {r.id: r for r in self.store.get([i for i, _, _ in fused], where=where)}
         return [Hit(record=records[i], score=s, why=why) for i, s, why in fused if i in records]
 
+    def answer(
+        self,
+        question: str,
+        /,
+        *,
+        user_id: str,
+        llm: LLM | None = None,
+        k: int | None = None,
+        question_date: datetime | str | float | None = None,
+        filters: SearchFilters | Mapping[str, Any] | None = None,
+    ) -> Answer:
+        """Answer from ``user_id``'s memories, or refuse when they do not hold the answer.
+
+        A model failure raises ``LLMError``; it is never turned into a refusal.
+        """
+        asked = utc_now() if question_date is None else parse_timestamp(question_date, field="question_date")
+        reader = self.config.reader
+        hits = self.search(question, user_id=user_id, k=k or reader.k, filters=filters, question_date=asked)
+        passages = [Passage(h.record.id, h.record.timestamp, h.record.value) for h in hits]
+        return read(
+            llm or self.llm,
+            question,
+            passages,
+            asked,
+            max_new_tokens=reader.max_new_tokens,
+            max_chars=reader.max_memory_chars,
+            refuse_below=reader.refuse_below,
+        )
+
     def get(self, record_id: str, /, *, user_id: str | None = None) -> MemoryRecord:
         """One record by id; with ``user_id``, only if it belongs to that user."""
         where = None if user_id is None else {"user_id": validate_user_id(user_id)}
@@ -346,6 +389,9 @@ class AsyncMemory:
 
     async def search(self, *args: Any, **kwargs: Any) -> list[Hit]:
         return await asyncio.to_thread(self.sync.search, *args, **kwargs)
+
+    async def answer(self, *args: Any, **kwargs: Any) -> Answer:
+        return await asyncio.to_thread(self.sync.answer, *args, **kwargs)
 
     async def get(self, *args: Any, **kwargs: Any) -> MemoryRecord:
         return await asyncio.to_thread(self.sync.get, *args, **kwargs)

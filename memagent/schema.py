@@ -56,6 +56,18 @@ class Hit(BaseModel):
     why: dict[str, int] = Field(description="1-based rank of the record in each retriever that found it")
 
 
+class Answer(BaseModel):
+    """What ``Memory.answer`` says, and how sure it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    refused: bool = Field(description="the reader said the memories do not hold the answer")
+    confidence: float = Field(ge=0.0, le=1.0, description="geometric-mean probability of the answer's tokens")
+    citations: list[str] = Field(default_factory=list, description="ids of the records the reader's notes used")
+    notes: str = Field(default="", description="the reader's notes on the memories (Chain-of-Note)")
+
+
 class HistoryEntry(BaseModel):
     """What a record was before an update or delete."""
 

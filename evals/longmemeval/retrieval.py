@@ -93,8 +93,8 @@ class HaystackIndex:
         self.memory = Memory(config, embedder=embedder)
         self._indexed: set[str] = set()
 
-    def rank(self, item: Item) -> tuple[Corpus, list[int]]:
-        """Index the item's haystack (a no-op when already stored) and rank its whole corpus."""
+    def ensure_indexed(self, item: Item) -> str:
+        """Store the item's haystack (a no-op when already stored); returns its user id."""
         user = haystack_user(item)
         if user not in self._indexed:  # questions sharing a haystack (LoCoMo) index it once
             for position, (date, session) in enumerate(zip(item.haystack_dates, item.haystack_sessions)):
@@ -102,6 +102,11 @@ class HaystackIndex:
                 if messages:
                     self.memory.add(messages, user_id=user, session_id=session_key(position), timestamp=date)
             self._indexed.add(user)
+        return user
+
+    def rank(self, item: Item) -> tuple[Corpus, list[int]]:
+        """Index the item's haystack and rank its whole corpus."""
+        user = self.ensure_indexed(item)
         corpus = build_corpus(item, self.memory.config.granularity)
         # No question_date filter: the official retrieval ranks the whole haystack, and a few official
         # items date evidence minutes after the question.

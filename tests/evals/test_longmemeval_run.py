@@ -113,3 +113,35 @@ def test_the_official_oracle_sample_loads_without_conversion() -> None:
     items = load_items(Path(SHARED or "", "longmemeval/oracle_sample3.json"))
     assert [i.question_type for i in items] == ["temporal-reasoning", "knowledge-update", "temporal-reasoning"]
     assert items[2].is_abstention
+
+
+def test_qa_answers_in_every_context_and_writes_official_hypotheses(tmp_path: Path, embedder) -> None:
+    from evals.longmemeval.qa import qa_table, run_qa
+    from memagent import ScriptedLLM
+
+    items = load_items(write(tmp_path, [make_item(), make_item(question_id="q9_abs")]))
+
+    def reader(messages) -> str:
+        prompt = messages[-1]["content"]
+        return "NOTES:\nm1: greyhound\nANSWER: a greyhound" if "greyhound" in prompt else "ANSWER: I don't know."
+
+    judge = ScriptedLLM(lambda messages: "yes" if "Model Response: a greyhound" in messages[0]["content"] else "no")
+    run = run_qa(items, ["memagent", "full-history", "oracle"], reader=ScriptedLLM(reader), judge_llm=judge,
+                 cache=tmp_path / "cache", embedder=embedder, out=tmp_path / "qa", budget=10_000)
+    assert len(run.rows) == 6
+    assert all(r["label"] and r["f1"] == 1.0 for r in run.rows)
+    lines = (tmp_path / "qa" / "hypotheses_oracle.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"question_id": "q1", "hypothesis": "a greyhound",
+                                    "autoeval_label": {"model": "scripted", "label": True}}
+    table = qa_table(run.rows)
+    assert "| memagent | 1.000 | 1.000 | 1.000 | 1.000 (1) |" in table
+
+
+def test_full_history_keeps_the_newest_sessions_within_the_budget(tmp_path: Path) -> None:
+    from evals.longmemeval.qa import fit_budget, session_passages
+    from memagent import ScriptedLLM
+
+    item = Item.model_validate(make_item())
+    # ScriptedLLM counts words: tax 11, dog 24, garden 12 -> 11 + 24 = 35 fits 40, + 12 does not
+    kept = fit_budget(ScriptedLLM("x"), session_passages(item), budget_tokens=40)
+    assert [p.id for p in kept] == ["s_tax", "answer_dog_1"]  # newest first; the garden session no longer fits

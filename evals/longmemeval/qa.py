@@ -1,0 +1,140 @@
+"""Question answering end to end: a reader answers from one of three contexts, a judge scores it.
+
+Contexts, side by side on the same questions:
+- ``memagent``: the top-k records memagent retrieves (its default configuration);
+- ``full-history``: every session, newest kept first, cut to the reader's token budget (the
+  long-context baseline);
+- ``oracle``: only the evidence sessions (the ceiling retrieval could reach).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from evals.longmemeval.judge import exact_match, judge, token_f1
+from evals.longmemeval.load import Item
+from evals.longmemeval.retrieval import RETRIEVERS, HaystackIndex
+from memagent import Embedder
+from memagent._time import parse_timestamp
+from memagent.llm.base import LLM
+from memagent.llm.reader import Passage, read
+
+CONTEXTS = ("memagent", "full-history", "oracle")
+SESSION_CHARS = 24_000  # a whole session may be long; the token budget below is what binds
+
+
+@dataclass
+class QARun:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    reader: str = ""
+    judge: str = ""
+    seconds: float = 0.0
+
+
+def session_passages(item: Item, only_evidence: bool = False) -> list[Passage]:
+    passages = []
+    for sid, date, session in zip(item.haystack_session_ids, item.haystack_dates, item.haystack_sessions):
+        if only_evidence and sid not in item.answer_session_ids:
+            continue
+        text = "\n".join(f"{t.role}: {t.content}" for t in session)
+        passages.append(Passage(sid, parse_timestamp(date), text))
+    return passages
+
+
+def fit_budget(llm: LLM, passages: list[Passage], budget_tokens: int) -> list[Passage]:
+    """The newest passages whose tokens fit the budget (recent history matters most for a chat)."""
+    kept, used = [], 0
+    for passage in sorted(passages, key=lambda p: p.date, reverse=True):
+        cost = llm.count_tokens(passage.text[:SESSION_CHARS])
+        if used + cost > budget_tokens:
+            break
+        kept.append(passage)
+        used += cost
+    return kept
+
+
+def context_passages(context: str, item: Item, index: HaystackIndex, reader: LLM, k: int, budget: int) -> list[Passage]:
+    if context == "memagent":
+        hits = index.memory.search(item.question, user_id=index.ensure_indexed(item), k=k)
+        return [Passage(h.record.id, h.record.timestamp, h.record.value) for h in hits]
+    if context == "oracle":
+        return fit_budget(reader, session_passages(item, only_evidence=True), budget)
+    return fit_budget(reader, session_passages(item), budget)
+
+
+def answer_item(context: str, item: Item, index: HaystackIndex, reader: LLM, judge_llm: LLM, *, k: int,
+                budget: int, max_chars: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    passages = context_passages(context, item, index, reader, k, budget)
+    chars = max_chars if context == "memagent" else SESSION_CHARS
+    answer = read(reader, item.question, passages, parse_timestamp(item.question_date), max_chars=chars)
+    seconds = time.perf_counter() - started
+    return {
+        "question_id": item.question_id,
+        "question_type": item.question_type,
+        "context": context,
+        "hypothesis": answer.text,
+        "refused": answer.refused,
+        "confidence": answer.confidence,
+        "passages": len(passages),
+        "label": judge(judge_llm, item, answer.text),
+        "f1": token_f1(answer.text, item.answer),
+        "em": exact_match(answer.text, item.answer),
+        "seconds": seconds,
+    }
+
+
+def run_qa(items: Sequence[Item], contexts: Sequence[str], *, reader: LLM, judge_llm: LLM, cache: Path,
+           embedder: Embedder, out: Path, k: int = 5, budget: int = 6000, max_chars: int = 2000) -> QARun:
+    """Answer and judge every item in every context; hypotheses go to ``out`` in the official format."""
+    index = HaystackIndex("memagent", RETRIEVERS["memagent"], cache, embedder)
+    run, started = QARun(reader=reader.name, judge=judge_llm.name), time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    sinks = {c: (out / f"hypotheses_{c}.jsonl").open("w", encoding="utf-8") for c in contexts}
+    try:
+        for item in tqdm(items, desc="questions", unit="q"):
+            for context in contexts:
+                row = answer_item(context, item, index, reader, judge_llm, k=k, budget=budget, max_chars=max_chars)
+                run.rows.append(row)
+                official = {"question_id": item.question_id, "hypothesis": row["hypothesis"],
+                            "autoeval_label": {"model": judge_llm.name, "label": row["label"]}}
+                sinks[context].write(json.dumps(official) + "\n")
+                sinks[context].flush()
+    finally:
+        for sink in sinks.values():
+            sink.close()
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def qa_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Accuracy per type, task-averaged, overall and on abstention items; F1/EM; time per question."""
+    by_context: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_context[row["context"]].append(row)
+    types = sorted({r["question_type"] for r in rows})
+    head = ["context", *types, "task-avg", "overall", "abstention", "F1", "EM", "refused", "s/question"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for context, mine in by_context.items():
+        per_type = [np.mean([r["label"] for r in mine if r["question_type"] == t]) for t in types]
+        abstention = [r["label"] for r in mine if r["question_id"].endswith("_abs")]
+        cells = [f"{v:.3f}" for v in per_type] + [
+            f"{np.mean(per_type):.3f}",
+            f"{np.mean([r['label'] for r in mine]):.3f}",
+            f"{np.mean(abstention):.3f} ({len(abstention)})" if abstention else "-",
+            f"{np.mean([r['f1'] for r in mine]):.3f}",
+            f"{np.mean([r['em'] for r in mine]):.3f}",
+            f"{np.mean([r['refused'] for r in mine]):.2f}",
+            f"{np.mean([r['seconds'] for r in mine]):.1f}",
+        ]
+        lines.append(f"| {context} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Language models: one interface (base.py) for every stage that needs a model."""

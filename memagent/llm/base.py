@@ -1,0 +1,64 @@
+"""The LLM interface every stage uses: fact extraction, temporal fallback, reading, refusal, judging.
+
+Two operations cover them all:
+- ``generate``: a chat completion (greedy by default), with the log-probability of each generated
+  token, so a caller can turn likelihood into confidence;
+- ``continuation_logprobs``: the log-probability of each token of a given assistant reply, which
+  scores a fixed answer ("I am sure") or measures token entropy without sampling.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from memagent.errors import MemagentError
+
+ChatMessages = Sequence[Mapping[str, str]]  # [{"role": "system" | "user" | "assistant", "content": ...}]
+
+
+class LLMError(MemagentError):
+    """A model failed (load, request, generation). Never turned into a refusal or an empty answer."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    token_logprobs: list[float] = field(default_factory=list)  # natural log, one per generated token
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"  # "stop" or "length"
+
+
+class LLM(ABC):
+    """A chat model. Implementations: ``LocalLLM`` (transformers, in-process) and ``OpenAICompatibleLLM``."""
+
+    name: str
+    context_window: int
+
+    @abstractmethod
+    def generate(
+        self,
+        messages: ChatMessages,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> Generation: ...
+
+    @abstractmethod
+    def continuation_logprobs(self, messages: ChatMessages, continuation: str) -> list[float]:
+        """Log-probability of each token of ``continuation`` as the assistant's reply to ``messages``."""
+
+    def generate_batch(self, conversations: Sequence[ChatMessages], **options: object) -> list[Generation]:
+        """Several chats; implementations that can batch on the device override this."""
+        return [self.generate(messages, **options) for messages in conversations]  # type: ignore[arg-type]
+
+    def stream(self, messages: ChatMessages, **options: object) -> Iterator[str]:
+        """Text pieces as they are generated; the default yields the whole reply at once."""
+        yield self.generate(messages, **options).text  # type: ignore[arg-type]
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in this model's tokenizer; the default is a rough 4 characters a token."""
+        return max(1, len(text) // 4)

@@ -1,0 +1,103 @@
+"""The reader: answer a question from retrieved memories, or say the memories do not hold it.
+
+Memories go in as JSON with their dates, oldest first (LongMemEval §5 finds time-sorted JSON the
+best format), and the model reads them Chain-of-Note style (Yu et al. 2023): first a note on what
+each useful memory says, then the answer. Notes keep a small model from answering from the one
+memory that merely looks similar, and they name the memories used, which become citations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from memagent.llm.base import LLM, ChatMessages, Generation
+from memagent.schema import Answer
+
+SYSTEM = (
+    "You are a personal assistant with a long-term memory of your past conversations with the user. "
+    "Answer only from the memories you are given. Never guess."
+)
+INSTRUCTIONS = (
+    "Answer my question using the memories above.\n"
+    "First write 'NOTES:' and, for each memory that helps, one line 'mN: what it says that matters'. "
+    "Write 'NOTES: none' if no memory helps.\n"
+    "Then write 'ANSWER:' and a short answer. If the memories do not contain the answer, "
+    "write exactly 'ANSWER: I don't know.'"
+)
+_REFUSAL = re.compile(r"^\W*(i\s+(do\s+not|don't|dont)\s+know|unknown|not\s+(mentioned|stated|known)|no\s+information)", re.I)
+_MEMORY_REF = re.compile(r"\bm(\d+)\b")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One piece of memory as the reader sees it: a record, or a whole session for a baseline."""
+
+    id: str
+    date: datetime
+    text: str
+
+
+def reader_messages(question: str, passages: Sequence[Passage], question_date: datetime, max_chars: int) -> ChatMessages:
+    ordered = sorted(passages, key=lambda p: p.date)
+    memories = [
+        {"memory": f"m{n}", "date": f"{p.date:%Y/%m/%d (%a) %H:%M}", "content": _cut(p.text, max_chars)}
+        for n, p in enumerate(ordered, start=1)
+    ]
+    prompt = (
+        "Memories of our past conversations, oldest first:\n"
+        f"{json.dumps(memories, ensure_ascii=False, indent=1)}\n\n"
+        f"Today is {question_date:%Y/%m/%d (%a) %H:%M}.\nMy question: {question}\n\n{INSTRUCTIONS}"
+    )
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+
+
+def _cut(text: str, max_chars: int) -> str:
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+
+def read(
+    llm: LLM,
+    question: str,
+    passages: Sequence[Passage],
+    question_date: datetime,
+    *,
+    max_new_tokens: int = 200,
+    max_chars: int = 2000,
+    refuse_below: float | None = None,
+) -> Answer:
+    ordered = sorted(passages, key=lambda p: p.date)
+    generation = llm.generate(reader_messages(question, ordered, question_date, max_chars), max_new_tokens=max_new_tokens)
+    return parse_reply(generation, ordered, llm, refuse_below)
+
+
+def parse_reply(generation: Generation, ordered: Sequence[Passage], llm: LLM, refuse_below: float | None) -> Answer:
+    """Split notes from answer, map 'mN' back to record ids, and score the answer's likelihood."""
+    text = generation.text.strip()
+    notes, _, answer = text.rpartition("ANSWER:")
+    if not _:  # the model skipped the format: the whole reply is the answer
+        notes, answer = "", text
+    notes = notes.replace("NOTES:", "").strip()
+    answer = answer.strip() or "I don't know."
+    cited = {int(n) for n in _MEMORY_REF.findall(notes) if 1 <= int(n) <= len(ordered)}
+    confidence = answer_confidence(generation.token_logprobs, llm.count_tokens(answer))
+    refused = bool(_REFUSAL.match(answer)) or (refuse_below is not None and confidence < refuse_below)
+    return Answer(
+        text=answer,
+        refused=refused,
+        confidence=confidence,
+        citations=[ordered[n - 1].id for n in sorted(cited)],
+        notes=notes,
+    )
+
+
+def answer_confidence(token_logprobs: Sequence[float], answer_tokens: int) -> float:
+    """Geometric-mean probability of the answer's tokens, the last ``answer_tokens`` generated."""
+    tail = list(token_logprobs)[-answer_tokens:] if answer_tokens > 0 else []
+    if not tail:
+        return 0.0
+    return min(1.0, math.exp(sum(tail) / len(tail)))

@@ -1,0 +1,33 @@
+from evals.longmemeval.judge import exact_match, judge, judge_prompt, normalize, token_f1
+from evals.longmemeval.load import Item
+from memagent import ScriptedLLM
+
+
+def item(qtype: str, qid: str = "q1") -> Item:
+    return Item(question_id=qid, question_type=qtype, question="How many days?", answer="18 days",
+                question_date="2023/05/01 (Mon) 10:00", haystack_dates=[], haystack_session_ids=[],
+                haystack_sessions=[], answer_session_ids=[])
+
+
+def test_the_prompt_follows_the_question_type() -> None:
+    assert "do not penalize off-by-one errors" in judge_prompt(item("temporal-reasoning"), "19 days")
+    assert "updated answer" in judge_prompt(item("knowledge-update"), "x")
+    assert "Rubric: 18 days" in judge_prompt(item("single-session-preference"), "x")
+    assert "identifies the question as unanswerable" in judge_prompt(item("temporal-reasoning", "q1_abs"), "x")
+    generic = judge_prompt(item("multi-hop"), "19 days")  # LoCoMo types get the generic check
+    assert "off-by-one" not in generic and "Correct Answer: 18 days" in generic and "Model Response: 19 days" in generic
+
+
+def test_the_official_decision_rule_is_yes_anywhere_in_the_reply() -> None:
+    assert judge(ScriptedLLM("Yes."), item("multi-session"), "18")
+    assert not judge(ScriptedLLM("No"), item("multi-session"), "18")
+
+
+def test_f1_and_exact_match_on_hand_cases() -> None:
+    assert normalize("The Greyhound, Pixel!") == ["greyhound", "pixel"]
+    assert exact_match("the Pixel.", "pixel") == 1.0
+    assert exact_match("Pixel the dog", "Pixel") == 0.0
+    # prediction [pixel, my, greyhound] vs reference [greyhound, pixel]: 2 common
+    # precision 2/3, recall 2/2 -> f1 = 2 * (2/3 * 1) / (2/3 + 1) = 0.8
+    assert abs(token_f1("Pixel, my greyhound", "a greyhound Pixel") - 0.8) < 1e-9
+    assert token_f1("Rex", "Pixel") == 0.0
