@@ -103,12 +103,12 @@ def main() -> None:
     args = parser.parse_args()
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [bench(size, embedder, args.queries, args.folder or Path(tmp)) for size in args.sizes]
-    columns = list(rows[0])
-    print("\n| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(f"{row[c]:,.0f}" if c == "rounds" else f"{row[c]:.1f}" for c in columns) + " |")
+        for n, size in enumerate(args.sizes):
+            row = bench(size, embedder, args.queries, args.folder or Path(tmp))
+            if n == 0:  # a row per size as soon as it is measured: long runs show results early
+                print("\n| " + " | ".join(row) + " |\n|" + "---|" * len(row), flush=True)
+            print("| " + " | ".join(f"{v:,.0f}" if c == "rounds" else f"{v:.1f}" for c, v in row.items()) + " |",
+                  flush=True)
 
 
 if __name__ == "__main__":
