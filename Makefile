@@ -1,5 +1,5 @@
 # Two entry points, each sets up .venv on first use (and reuses it after):
-#   make demo   stores a short conversation and searches it, all local
+#   make demo   stores a short conversation and searches it, all local (make demo-answer: and answers with the local reader)
 #   make test   runs the default test suite (slow, large-model tests are opt-in: make test-slow)
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow bench install
+.PHONY: demo demo-answer test test-slow bench install
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(PY) examples/demo.py
+
+demo-answer: install
+	$(PY) -m memagent.cli models install qwen2.5-coder-1.5b-instruct
+	$(PY) examples/demo.py --answer
 
 test: install
 	$(PY) -m pytest -q

