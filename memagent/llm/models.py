@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from memagent._files import sha256_file
 from memagent.llm.base import LLMError
 
 SAVED_DTYPE = "bfloat16"  # of the converted weights: half of float32 on disk; LocalLLM casts on load
@@ -319,11 +320,7 @@ def _write_manifest(entry: PackagedModel, report: _Report) -> None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def _size(path: Path) -> int:
