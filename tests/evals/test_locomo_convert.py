@@ -127,8 +127,9 @@ def test_dates_in_longmemeval_format_and_question_after_last_session(converted):
 
 def test_turn_content_names_the_speaker_and_the_image(converted):
     turns = _turns_by_dia_id(converted[0][0])
-    assert turns["D1:1"] == {"role": "user", "content": "Ines: I adopted a grey cat called Pixel.",
-                             "has_answer": True, "dia_id": "D1:1"}
+    first = "D1:1"  # our own conversation's first turn
+    assert turns[first] == {"role": "user", "content": "Ines: I adopted a grey cat called Pixel.",
+                            "has_answer": True, "dia_id": first}
     assert turns["D10:2"]["content"] == "Ines: Here is Pixel on the sofa. [shares an image: a cat on a sofa]"
 
 
