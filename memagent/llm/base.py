@@ -51,13 +51,29 @@ class LLM(ABC):
     def continuation_logprobs(self, messages: ChatMessages, continuation: str) -> list[float]:
         """Log-probability of each token of ``continuation`` as the assistant's reply to ``messages``."""
 
-    def generate_batch(self, conversations: Sequence[ChatMessages], **options: object) -> list[Generation]:
+    def generate_batch(
+        self,
+        conversations: Sequence[ChatMessages],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> list[Generation]:
         """Several chats; implementations that can batch on the device override this."""
-        return [self.generate(messages, **options) for messages in conversations]  # type: ignore[arg-type]
+        return [
+            self.generate(m, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop) for m in conversations
+        ]
 
-    def stream(self, messages: ChatMessages, **options: object) -> Iterator[str]:
+    def stream(
+        self,
+        messages: ChatMessages,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> Iterator[str]:
         """Text pieces as they are generated; the default yields the whole reply at once."""
-        yield self.generate(messages, **options).text  # type: ignore[arg-type]
+        yield self.generate(messages, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop).text
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` in this model's tokenizer; the default is a rough 4 characters a token."""

@@ -122,7 +122,7 @@ class LocalLLM(LLM):
     ) -> Generation:
         return self.generate_batch([messages], max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)[0]
 
-    def generate_batch(  # type: ignore[override]  # the base takes **options; these are they
+    def generate_batch(
         self,
         conversations: Sequence[ChatMessages],
         *,
@@ -139,7 +139,7 @@ class LocalLLM(LLM):
             results.extend(self._generate_chunk(chunk, max_new_tokens, temperature, list(stop or ())))
         return results
 
-    def stream(  # type: ignore[override]
+    def stream(
         self,
         messages: ChatMessages,
         *,
