@@ -31,4 +31,5 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 bench: install
-	$(PY) -m evals.bench_store --sizes 10000 100000
+	$(PY) -m evals.bench_store --sizes 10000
+	$(PY) -m evals.bench_store --sizes 100000 --rounds-per-session 50

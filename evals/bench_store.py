@@ -56,12 +56,13 @@ def make_round(rng: random.Random, n: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": said}, {"role": "assistant", "content": reply}]
 
 
-def bench(size: int, embedder: SentenceTransformerEmbedder, queries: int, folder: Path) -> dict[str, float]:
+def bench(
+    size: int, embedder: SentenceTransformerEmbedder, queries: int, folder: Path, rounds_per_session: int = 10
+) -> dict[str, float]:
     rng = random.Random(size)
     timed = TimedEmbedder(embedder)
     config = MemoryConfig(embedder={"cache_path": folder / f"cache-{size}.sqlite"})
     memory = Memory(config, path=folder / f"store-{size}", embedder=timed)
-    rounds_per_session = 10
     started = time.perf_counter()
     for s in tqdm(range(size // rounds_per_session), desc=f"ingest {size:,} rounds", unit="session"):
         messages = [m for r in range(rounds_per_session) for m in make_round(rng, s * rounds_per_session + r)]
@@ -84,6 +85,7 @@ def bench(size: int, embedder: SentenceTransformerEmbedder, queries: int, folder
     rest = [t - e for t, e in zip(totals, embeds)]
     return {
         "rounds": size,
+        "rounds/add": rounds_per_session,
         "ingest rounds/s": size / ingest,
         "ingest embed s": ingest_embed,
         "ingest store s": ingest - ingest_embed,
@@ -101,14 +103,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--folder", type=Path, default=None, help="where stores go (default: a temporary folder)")
+    parser.add_argument("--rounds-per-session", type=int, default=10, help="rounds stored by each Memory.add call")
     args = parser.parse_args()
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         for n, size in enumerate(args.sizes):
-            row = bench(size, embedder, args.queries, args.folder or Path(tmp))
+            row = bench(size, embedder, args.queries, args.folder or Path(tmp), args.rounds_per_session)
             if n == 0:  # a row per size as soon as it is measured: long runs show results early
                 print("\n| " + " | ".join(row) + " |\n|" + "---|" * len(row), flush=True)
-            print("| " + " | ".join(f"{v:,.0f}" if c == "rounds" else f"{v:.1f}" for c, v in row.items()) + " |",
+            print("| " + " | ".join(f"{v:,.0f}" if c in ("rounds", "rounds/add") else f"{v:.1f}" for c, v in row.items()) + " |",
                   flush=True)
 
 
