@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from evals.longmemeval.load import Item, check_item, load_items, sha256_of, split_name
-from evals.longmemeval.report import averages, markdown_table, plot_recall_curves
+from evals.longmemeval.report import averages, markdown_table, overview_table, plot_recall_curves
 from evals.longmemeval.retrieval import RETRIEVERS
 from evals.longmemeval.qa import CONTEXTS, qa_table, run_qa
 from evals.longmemeval.run import RetrievalRun, run_retrieval
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--retriever", nargs="+", default=DEFAULT_RETRIEVERS, choices=sorted(RETRIEVERS))
         sub.add_argument("--limit", type=int, default=None, help="score only the first N questions")
         sub.add_argument("--types", nargs="+", default=None, help="only these question types")
+        sub.add_argument("--only", default=None, metavar="PREFIX",
+                         help="only questions whose id starts with PREFIX (one LoCoMo conversation: conv-30)")
         sub.add_argument("--out", type=Path, default=None, help="results folder (default evals/results/<data name>)")
         sub.add_argument("--cache", type=Path, default=Path("evals/cache"),
                          help="stores and embedding cache; a second run reuses them")
@@ -46,12 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         qa.add_argument("--judge", default=None, help="judge model (default: the reader)")
         qa.add_argument("--contexts", nargs="+", default=list(CONTEXTS), choices=CONTEXTS)
         qa.add_argument("--budget", type=int, default=6000, help="reader tokens for full-history and oracle contexts")
+        qa.add_argument("--memory-chars", type=int, default=2000, help="each retrieved memory is cut to this length")
     return parser
 
 
 def select(items: list[Item], types: Sequence[str] | None, limit: int | None, per_type: int | None = None,
-           seed: int = 0) -> list[Item]:
-    chosen = [i for i in items if types is None or i.question_type in types]
+           seed: int = 0, only: str | None = None) -> list[Item]:
+    chosen = [i for i in items if (types is None or i.question_type in types)
+              and (only is None or i.question_id.startswith(only))]
     if per_type is not None:
         rng = random.Random(seed)
         by_type: dict[str, list[Item]] = {}
@@ -88,7 +92,8 @@ def summary(args: argparse.Namespace, split: str, run: RetrievalRun, items: int,
         "scored at session level by widening k to k distinct sessions).",
         "",
     ]
-    body = []
+    body = ["## overview (overall; indexing cost in this run: a cached store costs nothing)", "",
+            overview_table(run.rows, run.index_cost)]
     for level in ("session", "turn"):
         body += [f"## {level} level", "", markdown_table(run.rows, level)]
     return "\n".join(header + body)
@@ -100,7 +105,7 @@ def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: E
     reader = load_llm(args.reader)
     judge_llm = reader if args.judge in (None, args.reader) else load_llm(args.judge)
     run = run_qa(items, args.contexts, reader=reader, judge_llm=judge_llm, cache=args.cache, embedder=embedder,
-                 out=out, budget=args.budget)
+                 out=out, budget=args.budget, max_chars=args.memory_chars)
     types = sorted({i.question_type for i in items})
     text = "\n".join([
         f"# Question answering on {args.data.name}",
@@ -108,7 +113,7 @@ def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: E
         f"- data: `{args.data}` (sha256 `{sha256_of(args.data)}`), split: {split}",
         f"- questions: {len(items)} ({', '.join(f'{t}: {sum(i.question_type == t for i in items)}' for t in types)})",
         f"- reader: `{run.reader}`; judge: `{run.judge}` (LongMemEval's official judge prompts); embedder: {embedder.name}",
-        f"- contexts: memagent top-5 records; full history newest-first within {args.budget} reader tokens; "
+        f"- contexts: memagent top-5 records (each cut to {args.memory_chars} characters); full history newest-first within {args.budget} reader tokens; "
         f"oracle evidence sessions within {args.budget} tokens",
         f"- date: {datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC; wall time {run.seconds:.0f} s",
         "",
@@ -126,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from memagent import SentenceTransformerEmbedder
 
     items, split = load_benchmark(args.benchmark, args.data)
-    items = select(items, args.types, args.limit, args.per_type, args.seed)
+    items = select(items, args.types, args.limit, args.per_type, args.seed, args.only)
     out = args.out or Path("evals/results") / args.data.stem
     out.mkdir(parents=True, exist_ok=True)
     embedder = SentenceTransformerEmbedder()

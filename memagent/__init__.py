@@ -1,6 +1,6 @@
 """memagent: long-term memory for chat assistants, local-first."""
 
-from memagent.config import EmbedderConfig, MemoryConfig, ReaderConfig, RetrievalConfig, StoreConfig
+from memagent.config import EmbedderConfig, ExpansionConfig, MemoryConfig, ReaderConfig, RetrievalConfig, StoreConfig
 from memagent.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from memagent.errors import InputError, MemagentError, RecordNotFound
 from memagent.memory import AsyncMemory, Memory
@@ -30,6 +30,7 @@ __all__ = [
     "ReaderConfig",
     "RecordNotFound",
     "RetrievalConfig",
+    "ExpansionConfig",
     "ScriptedLLM",
     "SearchFilters",
     "SentenceTransformerEmbedder",

@@ -44,13 +44,36 @@ class EmbedderConfig(BaseModel):
 
 
 class RetrievalConfig(BaseModel):
-    """How search ranks: dense and lexical rankings fused by reciprocal rank (Cormack et al. 2009)."""
+    """How search ranks: rankings fused by reciprocal rank (Cormack et al. 2009).
+
+    ``dense``: embedding similarity of each record's key; ``lexical``: BM25 over keys; ``session``:
+    BM25 over whole sessions, each round ranked by its session (context a single round lacks).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    retrievers: tuple[Literal["dense", "lexical"], ...] = ("dense", "lexical")
+    retrievers: tuple[Literal["dense", "lexical", "session"], ...] = ("dense", "lexical")
     candidates: int = Field(default=50, gt=0, description="how deep each retriever ranks before fusion")
     rrf_k: int = Field(default=60, gt=0, description="RRF damping constant; 60 is the paper's value")
+    time_aware: bool = Field(
+        default=False,
+        description="time-aware query expansion (LongMemEval §5): records dated inside the range the question "
+        "names (relative to the question date, widened by time_window_days) move to the front",
+    )
+    time_llm: bool = Field(default=False, description="ask the reader model when the rules cannot tell the range")
+    time_window_days: float = Field(default=2.0, ge=0.0, description="how far the range is widened each side")
+
+
+class ExpansionConfig(BaseModel):
+    """Key expansion at indexing time (LongMemEval §5): what each key gains, and from which model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["none", "keyphrases", "facts", "summary"] = "none"
+    model: str | None = Field(
+        default=None, description="default: smollm2-135m-instruct for keyphrases, the reader for facts and summary"
+    )
+    keyphrases: int = Field(default=12, gt=0, description="surprising words added per value")
 
 
 class ReaderConfig(BaseModel):
@@ -76,6 +99,7 @@ class MemoryConfig(BaseSettings):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
+    expansion: ExpansionConfig = Field(default_factory=ExpansionConfig)
     granularity: Literal["round", "session"] = Field(
         default="round", description="value unit (LongMemEval §5): one user turn + reply, or a whole session"
     )
@@ -88,5 +112,5 @@ class MemoryConfig(BaseSettings):
     @model_validator(mode="after")
     def _some_retriever(self) -> MemoryConfig:
         if not self.retrieval.retrievers:
-            raise ValueError("retrieval.retrievers must name at least one of 'dense', 'lexical'")
+            raise ValueError("retrieval.retrievers must name at least one of 'dense', 'lexical', 'session'")
         return self

@@ -1,7 +1,7 @@
 import pytest
 
 from memagent.retrieve.fuse import reciprocal_rank_fusion
-from memagent.retrieve.lexical import BM25Index, tokenize
+from memagent.retrieve.lexical import BM25Index, session_ranks, tokenize
 
 
 def test_rrf_adds_reciprocal_ranks() -> None:
@@ -39,3 +39,32 @@ def test_bm25_allowed_restricts_candidates() -> None:
     index.add(["d1", "d2"], ["pixel the greyhound", "pixel the phone"])
     assert [i for i, _ in index.search("pixel", n=5, allowed={"d2"})] == ["d2"]
     assert index.search("nothing matches", n=5) == []
+
+
+def test_rrf_takes_tied_ranks_from_a_mapping() -> None:
+    fused = reciprocal_rank_fusion({"round": ["r2", "r1"], "session": {"r1": 1, "r2": 1, "r3": 2}}, k=60)
+    scores = {i: s for i, s, _ in fused}
+    assert scores["r1"] == pytest.approx(1 / 62 + 1 / 61)
+    assert scores["r2"] == pytest.approx(1 / 61 + 1 / 61)
+    assert [i for i, _, _ in fused] == ["r2", "r1", "r3"]
+
+
+def test_session_bm25_scores_a_session_as_one_document() -> None:
+    index = BM25Index()
+    # neither round of s1 holds both words; together s1 matches the query best
+    index.add(["a1", "a2", "b1", "c1"], ["ferry to the island", "rented bikes", "bikes for sale", "island weather"],
+              ["s1", "s1", "s2", "s3"])
+    ranked = index.search_groups("island bikes", n=3)
+    assert ranked[0][0] == "s1" and ranked[0][1] > ranked[1][1]
+    # s1 as one text scores exactly what a one-document-per-session index gives it
+    whole = BM25Index()
+    whole.add(["s1", "s2", "s3"], ["ferry to the island rented bikes", "bikes for sale", "island weather"])
+    assert dict(ranked) == pytest.approx(dict(whole.search("island bikes", n=3)))
+
+
+def test_session_ranks_give_every_round_its_sessions_rank_within_allowed() -> None:
+    index = BM25Index()
+    index.add(["a1", "a2", "b1"], ["ferry to the island", "rented bikes", "island weather"], ["s1", "s1", "s2"])
+    assert session_ranks(index, "island bikes", sessions=5) == {"a1": 1, "a2": 1, "b1": 2}
+    assert session_ranks(index, "island bikes", sessions=1) == {"a1": 1, "a2": 1}
+    assert session_ranks(index, "island bikes", sessions=5, allowed={"a2", "b1"}) == {"a2": 1, "b1": 2}

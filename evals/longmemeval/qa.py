@@ -13,7 +13,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from evals.longmemeval.load import Item
 from evals.longmemeval.retrieval import RETRIEVERS, HaystackIndex
 from memagent import Embedder
 from memagent._time import parse_timestamp
-from memagent.llm.base import LLM
+from memagent.llm.base import LLM, ChatMessages, Generation
 from memagent.llm.reader import Passage, read
 
 CONTEXTS = ("memagent", "full-history", "oracle")
@@ -40,6 +40,29 @@ class QARun:
     seconds: float = 0.0
 
 
+class Metered(LLM):
+    """Delegates to a model and adds up the tokens and seconds its generations take."""
+
+    def __init__(self, inner: LLM) -> None:
+        self.inner, self.name, self.context_window = inner, inner.name, inner.context_window
+        self.prompt_tokens = self.completion_tokens = 0
+        self.seconds = 0.0
+
+    def generate(self, messages: ChatMessages, **options: Any) -> Generation:
+        started = time.perf_counter()
+        generation = self.inner.generate(messages, **options)
+        self.seconds += time.perf_counter() - started
+        self.prompt_tokens += generation.prompt_tokens
+        self.completion_tokens += generation.completion_tokens
+        return generation
+
+    def continuation_logprobs(self, messages: ChatMessages, continuation: str) -> list[float]:
+        return self.inner.continuation_logprobs(messages, continuation)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
 def session_passages(item: Item, only_evidence: bool = False) -> list[Passage]:
     passages = []
     for sid, date, session in zip(item.haystack_session_ids, item.haystack_dates, item.haystack_sessions):
@@ -50,16 +73,31 @@ def session_passages(item: Item, only_evidence: bool = False) -> list[Passage]:
     return passages
 
 
-def fit_budget(llm: LLM, passages: list[Passage], budget_tokens: int) -> list[Passage]:
-    """The newest passages whose tokens fit the budget (recent history matters most for a chat)."""
+def fit_budget(llm: LLM, passages: list[Passage], budget_tokens: int, min_cut: int = 32) -> list[Passage]:
+    """The newest passages whose tokens fit the budget (recent history matters most for a chat).
+
+    The first passage that no longer fits is cut to the room left (its beginning kept), unless
+    under ``min_cut`` tokens remain: one LongMemEval session is often larger than a CPU-sized budget,
+    and dropping it would leave the oracle context empty.
+    """
     kept, used = [], 0
     for passage in sorted(passages, key=lambda p: p.date, reverse=True):
-        cost = llm.count_tokens(passage.text[:SESSION_CHARS])
+        text = passage.text[:SESSION_CHARS]
+        cost = llm.count_tokens(text)
         if used + cost > budget_tokens:
+            if budget_tokens - used >= min_cut:
+                kept.append(replace(passage, text=cut_to_tokens(llm, text, budget_tokens - used)))
             break
-        kept.append(passage)
+        kept.append(replace(passage, text=text))
         used += cost
     return kept
+
+
+def cut_to_tokens(llm: LLM, text: str, tokens: int) -> str:
+    """The longest beginning of ``text`` (to a few percent) that is at most ``tokens`` tokens."""
+    while text and (cost := llm.count_tokens(text)) > tokens:
+        text = text[: int(len(text) * tokens / cost * 0.95)]
+    return text
 
 
 def context_passages(context: str, item: Item, index: HaystackIndex, reader: LLM, k: int, budget: int) -> list[Passage]:
@@ -76,7 +114,8 @@ def answer_item(context: str, item: Item, index: HaystackIndex, reader: LLM, jud
     started = time.perf_counter()
     passages = context_passages(context, item, index, reader, k, budget)
     chars = max_chars if context == "memagent" else SESSION_CHARS
-    answer = read(reader, item.question, passages, parse_timestamp(item.question_date), max_chars=chars)
+    metered = Metered(reader)
+    answer = read(metered, item.question, passages, parse_timestamp(item.question_date), max_chars=chars)
     seconds = time.perf_counter() - started
     return {
         "question_id": item.question_id,
@@ -90,6 +129,9 @@ def answer_item(context: str, item: Item, index: HaystackIndex, reader: LLM, jud
         "f1": token_f1(answer.text, item.answer),
         "em": exact_match(answer.text, item.answer),
         "seconds": seconds,
+        "prompt_tokens": metered.prompt_tokens,
+        "completion_tokens": metered.completion_tokens,
+        "generate_seconds": metered.seconds,
     }
 
 
@@ -116,13 +158,21 @@ def run_qa(items: Sequence[Item], contexts: Sequence[str], *, reader: LLM, judge
     return run
 
 
+def _rate(rows: Sequence[dict[str, Any]]) -> str:
+    """Prompt and generated tokens per second of reader time (prefill and decode together)."""
+    tokens = sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in rows)
+    seconds = sum(r.get("generate_seconds", 0.0) for r in rows)
+    return f"{tokens / seconds:.1f}" if seconds else "-"
+
+
 def qa_table(rows: Sequence[dict[str, Any]]) -> str:
     """Accuracy per type, task-averaged, overall and on abstention items; F1/EM; time per question."""
     by_context: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_context[row["context"]].append(row)
     types = sorted({r["question_type"] for r in rows})
-    head = ["context", *types, "task-avg", "overall", "abstention", "F1", "EM", "refused", "s/question"]
+    head = ["context", *types, "task-avg", "overall", "abstention", "F1", "EM", "refused", "s/question",
+            "prompt tok", "tok/s"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for context, mine in by_context.items():
         per_type = [np.mean([r["label"] for r in mine if r["question_type"] == t]) for t in types]
@@ -135,6 +185,8 @@ def qa_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{np.mean([r['em'] for r in mine]):.3f}",
             f"{np.mean([r['refused'] for r in mine]):.2f}",
             f"{np.mean([r['seconds'] for r in mine]):.1f}",
+            f"{np.mean([r.get('prompt_tokens', 0) for r in mine]):.0f}",
+            _rate(mine),
         ]
         lines.append(f"| {context} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -76,3 +76,22 @@ def plot_recall_curves(rows: Sequence[dict[str, Any]], path: Path, title: str) -
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def overview_table(rows: Sequence[dict[str, Any]], index_cost: dict[str, tuple[float, int, int]]) -> str:
+    """One line per retriever: the ablation's columns (session level, turn level where it has one,
+    the temporal category, and what indexing cost in this run)."""
+    session, turn = averages(rows, "session"), averages(rows, "turn")
+    head = ["retriever", "R_any@5", "R_all@5", "NDCG@5", "R_all@10", "temporal R_all@5", "turn R_all@5",
+            "index s / 1k records", "values expanded"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for retriever, by_type in session.items():
+        overall = by_type["overall"]
+        temporal = by_type.get("temporal-reasoning", {}).get("recall_all@5")
+        turn_all = turn.get(retriever, {}).get("overall", {}).get("recall_all@5")
+        seconds, records, expanded = index_cost.get(retriever, (0.0, 0, 0))
+        cells = [f"{overall[m]:.3f}" for m in ("recall_any@5", "recall_all@5", "ndcg_any@5", "recall_all@10")]
+        cells += ["-" if temporal is None else f"{temporal:.3f}", "-" if turn_all is None else f"{turn_all:.3f}",
+                  f"{1000 * seconds / records:.1f} ({records})" if records else "cached", str(expanded)]
+        lines.append(f"| {retriever} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

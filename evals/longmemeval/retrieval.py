@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,39 @@ RETRIEVERS: dict[str, dict[str, Any]] = {
     "dense-round": {"granularity": "round", "key": "value", "retrieval": {"retrievers": ["dense"]}},
     "memagent": {},
 }
+
+
+# What a CPU can afford: facts from the small Qwen (the 1.5B reader takes ~3x longer per value),
+# keyphrases from SmolLM2-135M's token surprisal.
+EXPANSION_MODELS = {"none": None, "keyphrases": "smollm2-135m-instruct", "facts": "qwen2.5-coder-0.5b-instruct"}
+
+
+def ablation_grid() -> dict[str, dict[str, Any]]:
+    """LongMemEval §5's designs, one switch at a time: value unit x key expansion x time-aware expansion.
+
+    Names read ``unit/key[/time]``: ``round+ctx`` is rounds with their session's BM25 rank fused in;
+    ``session-bm25`` ranks sessions by BM25 alone (the paper's baseline, plus our switches).
+    """
+    units = {
+        "round": {"granularity": "round", "retrievers": ["dense", "lexical"]},
+        "round+ctx": {"granularity": "round", "retrievers": ["dense", "lexical", "session"]},
+        "session": {"granularity": "session", "retrievers": ["dense", "lexical"]},
+        "session-bm25": {"granularity": "session", "retrievers": ["lexical"]},
+    }
+    grid = {}
+    for unit, spec in units.items():
+        for expansion in ("none", "keyphrases", "facts"):
+            for time_aware in (False, True):
+                key = "K=V" if expansion == "none" else f"K=V+{expansion}"
+                grid[f"{unit}/{key}" + ("/time" if time_aware else "")] = {
+                    "granularity": spec["granularity"],
+                    "expansion": {"kind": expansion, "model": EXPANSION_MODELS[expansion]},
+                    "retrieval": {"retrievers": spec["retrievers"], "time_aware": time_aware},
+                }
+    return grid
+
+
+RETRIEVERS.update(ablation_grid())
 
 
 @dataclass(frozen=True)
@@ -80,27 +114,38 @@ def build_corpus(item: Item, granularity: str) -> Corpus:
     return Corpus(ids, indices_of_record, "session" if granularity == "session" else "turn")
 
 
+def _expansion_part(config: MemoryConfig) -> dict[str, Any]:
+    """What of the expansion settings changes stored keys (nothing when expansion is off)."""
+    return {} if config.expansion.kind == "none" else {"expansion": config.expansion.model_dump()}
+
+
 class HaystackIndex:
     """One memagent store per retriever configuration, all in one cache folder."""
 
     def __init__(self, name: str, overrides: dict[str, Any], cache: Path, embedder: Embedder) -> None:
-        digest = hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:10]
-        config = MemoryConfig.model_validate(
-            {**overrides, "store": {"path": cache / "chroma", "collection": f"eval-{digest}"},
-             "embedder": {"cache_path": cache / "embeddings.sqlite"}}
-        )
+        config = MemoryConfig.model_validate({**overrides, "embedder": {"cache_path": cache / "embeddings.sqlite"}})
+        # configurations that store the same records share a store: search-time switches need no re-index
+        stored = {"granularity": config.granularity, "key": config.key, **_expansion_part(config)}
+        digest = hashlib.sha256(json.dumps(stored, sort_keys=True).encode()).hexdigest()[:10]
+        config = config.model_copy(update={"store": config.store.model_copy(
+            update={"path": cache / "chroma", "collection": f"eval-{digest}"})})
         self.name, self.overrides = name, overrides
         self.memory = Memory(config, embedder=embedder)
         self._indexed: set[str] = set()
+        self.index_seconds = 0.0  # time spent storing haystacks (embedding and key expansion included)
+        self.records_indexed = 0
 
     def ensure_indexed(self, item: Item) -> str:
         """Store the item's haystack (a no-op when already stored); returns its user id."""
         user = haystack_user(item)
         if user not in self._indexed:  # questions sharing a haystack (LoCoMo) index it once
+            started = time.perf_counter()
             for position, (date, session) in enumerate(zip(item.haystack_dates, item.haystack_sessions)):
                 messages = [m.model_dump() for m in messages_of(session)]
                 if messages:
-                    self.memory.add(messages, user_id=user, session_id=session_key(position), timestamp=date)
+                    added = self.memory.add(messages, user_id=user, session_id=session_key(position), timestamp=date)
+                    self.records_indexed += len(added)
+            self.index_seconds += time.perf_counter() - started
             self._indexed.add(user)
         return user
 
@@ -109,8 +154,11 @@ class HaystackIndex:
         user = self.ensure_indexed(item)
         corpus = build_corpus(item, self.memory.config.granularity)
         # No question_date filter: the official retrieval ranks the whole haystack, and a few official
-        # items date evidence minutes after the question.
-        hits = self.memory.search(item.question, user_id=user, k=len(corpus.ids) + len(item.haystack_sessions))
+        # items date evidence minutes after the question. Time-aware expansion needs the date to read
+        # "last week", so those configurations get it (and with it, the filter).
+        asked = item.question_date if self.memory.config.retrieval.time_aware else None
+        hits = self.memory.search(item.question, user_id=user, k=len(corpus.ids) + len(item.haystack_sessions),
+                                  question_date=asked)
         ranking = list(dict.fromkeys(i for h in hits for i in corpus.indices_of_record.get(h.record.id, [])))
         # records no retriever scored (BM25 without a shared word) tie for last, in corpus order
         seen = set(ranking)

@@ -27,6 +27,8 @@ class RetrievalRun:
     seconds: float = 0.0
     texts_embedded: int = 0  # embedding-cache misses: the work a warm run saves
     texts_cached: int = 0
+    # retriever -> (seconds spent indexing, records indexed, values the key expander processed)
+    index_cost: dict[str, tuple[float, int, int]] = field(default_factory=dict)
 
 
 def has_user_evidence(item: Item) -> bool:
@@ -78,6 +80,8 @@ def run_retrieval(
             sink.close()
     run.seconds = time.perf_counter() - started
     for index in indexes:
+        expander = index.memory.expander
+        run.index_cost[index.name] = (index.index_seconds, index.records_indexed, getattr(expander, "computed", 0))
         run.texts_embedded += getattr(index.memory.embedder, "misses", 0)
         run.texts_cached += getattr(index.memory.embedder, "hits", 0)
     return run

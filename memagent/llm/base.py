@@ -75,6 +75,11 @@ class LLM(ABC):
         """Text pieces as they are generated; the default yields the whole reply at once."""
         yield self.generate(messages, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop).text
 
+    def text_logprobs(self, text: str) -> list[tuple[str, float]]:
+        """``text``'s tokens (their concatenation is ``text``) with the log-probability of each given the
+        ones before it, as plain text, no chat template: token surprisal for key selection (SirLLM)."""
+        raise LLMError(f"model {self.name!r}: text_logprobs is not available from this backend")
+
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` in this model's tokenizer; the default is a rough 4 characters a token."""
         return max(1, len(text) // 4)

@@ -194,6 +194,25 @@ class LocalLLM(LLM):
         logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)  # (len(tokens), vocab)
         return logprobs.gather(1, torch.tensor(tokens, device=self.device)[:, None])[:, 0].tolist()
 
+    def text_logprobs(self, text: str) -> list[tuple[str, float]]:
+        """One forward pass over ``text``; the first token has nothing before it and gets 0.0."""
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+        if not ids:
+            return []
+        self._check_fits(len(ids), 0, "text")
+        try:
+            with torch.inference_mode():
+                logits = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False).logits
+        except Exception as exc:
+            raise _failed(self.name, exc) from exc
+        logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+        scores = [0.0] + logprobs.gather(1, torch.tensor(ids[1:], device=self.device)[:, None])[:, 0].tolist()
+        # pieces from the offsets, each running to the next token's start, so they rebuild the text exactly
+        starts = [start for start, _ in offsets] + [len(text)]
+        starts[0] = 0
+        return [(text[starts[n] : starts[n + 1]], scores[n]) for n in range(len(ids))]
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -18,18 +18,20 @@ from datetime import datetime
 from memagent.llm.base import LLM, ChatMessages, Generation
 from memagent.schema import Answer
 
-SYSTEM = (
-    "You are a personal assistant with a long-term memory of your past conversations with the user. "
-    "Answer only from the memories you are given. Never guess."
-)
+SYSTEM = "You are a helpful assistant with a memory of past conversations with the user."
+# Tried on the demo with the 1.5B and 0.5B readers (evals/results/README.md): asking for a note on
+# every memory made the 1.5B copy all five (2-3 minutes of decoding on a CPU), and stern "never
+# guess" wording made both answer "I don't know" to questions their memories did answer. Copying
+# at most three helpful memories keeps the notes short and the answers grounded.
 INSTRUCTIONS = (
-    "Answer my question using the memories above.\n"
-    "First write 'NOTES:' and, for each memory that helps, one line 'mN: what it says that matters'. "
-    "Write 'NOTES: none' if no memory helps.\n"
-    "Then write 'ANSWER:' and a short answer. If the memories do not contain the answer, "
-    "write exactly 'ANSWER: I don't know.'"
+    "Answer my question from these memories. First write 'NOTES:' and copy only the memories that help "
+    "answer it (at most three, one line each: 'mN: ...'); skip the others. Then write 'ANSWER:' and a "
+    "short answer. If no memory answers it, write 'ANSWER: I don't know.'"
 )
-_REFUSAL = re.compile(r"^\W*(i\s+(do\s+not|don't|dont)\s+know|unknown|not\s+(mentioned|stated|known)|no\s+information)", re.I)
+# a refusal may follow a stray label ("ANSWER: NOTES: I don't know."), so it is searched, not matched
+_REFUSAL = re.compile(
+    r"\b(i\s+(do\s+not|don't|dont)\s+know|not\s+(mentioned|stated|known)|no\s+information)\b|^\W*unknown\b", re.I
+)
 _MEMORY_REF = re.compile(r"\bm(\d+)\b")
 
 
@@ -85,7 +87,7 @@ def parse_reply(generation: Generation, ordered: Sequence[Passage], llm: LLM, re
     answer = answer.strip() or "I don't know."
     cited = {int(n) for n in _MEMORY_REF.findall(notes) if 1 <= int(n) <= len(ordered)}
     confidence = answer_confidence(generation.token_logprobs, llm.count_tokens(answer))
-    refused = bool(_REFUSAL.match(answer)) or (refuse_below is not None and confidence < refuse_below)
+    refused = bool(_REFUSAL.search(answer)) or (refuse_below is not None and confidence < refuse_below)
     return Answer(
         text=answer,
         refused=refused,

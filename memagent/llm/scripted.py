@@ -6,6 +6,7 @@ no files, deterministic. ``reply`` maps the chat to the reply text; every call i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from memagent.llm.base import LLM, ChatMessages, Generation
@@ -51,6 +52,10 @@ class ScriptedLLM(LLM):
     def continuation_logprobs(self, messages: ChatMessages, continuation: str) -> list[float]:
         self.calls.append([dict(m) for m in messages] + [{"role": "assistant", "content": continuation}])
         return [self.logprob] * max(1, len(continuation.split()))
+
+    def text_logprobs(self, text: str) -> list[tuple[str, float]]:
+        """Whitespace-led words as tokens; a word's log-probability is minus its length (rarer = longer)."""
+        return [(piece, -float(len(piece.strip()))) for piece in re.findall(r"\s*\S+|\s+$", text)]
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

@@ -9,15 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 
-def reciprocal_rank_fusion(rankings: Mapping[str, Sequence[str]], k: int = 60) -> list[tuple[str, float, dict[str, int]]]:
+def reciprocal_rank_fusion(
+    rankings: Mapping[str, Sequence[str] | Mapping[str, int]], k: int = 60
+) -> list[tuple[str, float, dict[str, int]]]:
     """Fuse named rankings of ids into (id, score, {ranking name: 1-based rank}), best first.
 
-    Ties keep the order in which ids were first seen, so fusion is deterministic.
+    A ranking is a list of ids, best first, or a mapping id -> rank where ids may tie (every round
+    of one session shares the session's rank). Ties keep the order in which ids were first seen,
+    so fusion is deterministic.
     """
     scores: dict[str, float] = {}
     ranks: dict[str, dict[str, int]] = {}
     for name, ranking in rankings.items():
-        for rank, item in enumerate(ranking, start=1):
+        ranked = ranking.items() if isinstance(ranking, Mapping) else ((item, n) for n, item in enumerate(ranking, 1))
+        for item, rank in ranked:
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
             ranks.setdefault(item, {})[name] = rank
     order = sorted(scores, key=lambda item: -scores[item])

@@ -41,18 +41,22 @@ class BM25Index:
     def __init__(self, k1: float = 1.5, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
         self.ids: list[str] = []
+        self.groups: list[str] = []  # the session each row belongs to ("" when not given)
         self._lengths: list[int] = []
         self._postings: dict[str, list[tuple[int, int]]] = {}
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # term -> (doc rows, term counts)
+        self._group_rows: tuple[np.ndarray, np.ndarray] | None = None  # (group names, group of each row)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, ids: Sequence[str], texts: Sequence[str]) -> None:
-        for record_id, text in zip(ids, texts):
+    def add(self, ids: Sequence[str], texts: Sequence[str], groups: Sequence[str] | None = None) -> None:
+        self._group_rows = None
+        for record_id, text, group in zip(ids, texts, groups or [""] * len(ids)):
             row = len(self.ids)
             counts = Counter(tokenize(text))
             self.ids.append(record_id)
+            self.groups.append(group)
             self._lengths.append(sum(counts.values()))
             for term, count in counts.items():
                 self._postings.setdefault(term, []).append((row, count))
@@ -78,6 +82,35 @@ class BM25Index:
         best = candidates[np.argsort(-scores[candidates], kind="stable")[:n]]
         return [(self.ids[r], float(scores[r])) for r in best]
 
+    def search_groups(self, query: str, n: int) -> list[tuple[str, float]]:
+        """BM25 over groups (sessions), each scored as if its rows were one document; best ``n`` first.
+
+        A session as a whole often matches a question that none of its rounds matches alone; the
+        postings are summed per group at query time, so no second index has to be kept in step.
+        """
+        if not self.ids:
+            return []
+        names, of_row = self._groups_of_rows()
+        lengths = np.bincount(of_row, weights=self._lengths, minlength=len(names))
+        norm = self.k1 * (1 - self.b + self.b * lengths / max(lengths.mean(), 1e-9))
+        scores = np.zeros(len(names))
+        for term in set(tokenize(query)):
+            if term not in self._postings:
+                continue
+            rows, counts = self._term_arrays(term)
+            tf = np.bincount(of_row[rows], weights=counts, minlength=len(names))
+            df = np.count_nonzero(tf)
+            idf = math.log(1 + (len(names) - df + 0.5) / (df + 0.5))
+            scores += idf * tf * (self.k1 + 1) / (tf + norm)
+        best = np.flatnonzero(scores > 0)
+        best = best[np.argsort(-scores[best], kind="stable")[:n]]
+        return [(str(names[g]), float(scores[g])) for g in best]
+
+    def _groups_of_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._group_rows is None:
+            self._group_rows = np.unique(np.asarray(self.groups, dtype=object).astype(str), return_inverse=True)
+        return self._group_rows
+
     def _term_arrays(self, term: str) -> tuple[np.ndarray, np.ndarray]:
         if term not in self._arrays:
             postings = np.asarray(self._postings[term], dtype=np.int64)
@@ -86,14 +119,14 @@ class BM25Index:
 
 
 class LexicalIndexes:
-    """One BM25 index per user, built from ``load(user_id) -> [(id, key), ...]`` when first needed.
+    """One BM25 index per user, built from ``load(user_id) -> [(id, key, session_id), ...]`` when first needed.
 
     The store keeps a version token per user that every write changes; an index built at another
     version is rebuilt, so writes from other processes (or a shared Chroma server) are never missed.
     """
 
     def __init__(
-        self, load: Callable[[str], Iterable[tuple[str, str]]], version: Callable[[str], str | None]
+        self, load: Callable[[str], Iterable[tuple[str, str, str]]], version: Callable[[str], str | None]
     ) -> None:
         self._load = load
         self._version = version
@@ -105,15 +138,30 @@ class LexicalIndexes:
         if cached is not None and cached[0] == current:
             return cached[1]
         index = BM25Index()
-        pairs = list(self._load(user_id))
-        index.add([i for i, _ in pairs], [k for _, k in pairs])
+        rows = list(self._load(user_id))
+        index.add([i for i, _, _ in rows], [k for _, k, _ in rows], [s for _, _, s in rows])
         self._by_user[user_id] = (current, index)
         return index
 
-    def extend(self, user_id: str, ids: Sequence[str], keys: Sequence[str], before: str | None, after: str) -> None:
+    def extend(self, user_id: str, ids: Sequence[str], keys: Sequence[str], sessions: Sequence[str],
+               before: str | None, after: str) -> None:
         """Our own add moved the user from version ``before`` to ``after``: extend the index in place
         when it was current, rather than rebuild it on the next search."""
         cached = self._by_user.get(user_id)
         if cached is not None and cached[0] == before:
-            cached[1].add(ids, keys)
+            cached[1].add(ids, keys, sessions)
             self._by_user[user_id] = (after, cached[1])
+
+
+def session_ranks(index: BM25Index, query: str, sessions: int, allowed: Collection[str] | None = None) -> dict[str, int]:
+    """Every round of the ``sessions`` best-matching sessions, ranked by its session's BM25 rank.
+
+    Rounds of one session tie; fused with the round rankings this breaks ties by the rounds' own
+    match, so a round rises when its whole session is about the question.
+    """
+    rank_of = {name: n for n, (name, _) in enumerate(index.search_groups(query, sessions), start=1)}
+    return {
+        record: rank_of[group]
+        for record, group in zip(index.ids, index.groups)
+        if group in rank_of and (allowed is None or record in allowed)
+    }

@@ -136,10 +136,10 @@ class ChromaStore:
     def existing_ids_where(self, where: Where) -> set[str]:
         return set(self.records.get(where=where, include=[])["ids"])
 
-    def keys(self, where: Where) -> list[tuple[str, str]]:
-        """(id, key) of every record matching ``where``: what the lexical index is built from."""
-        found = self.records.get(where=where, include=["documents"])
-        return list(zip(found["ids"], found["documents"]))
+    def keys(self, where: Where) -> list[tuple[str, str, str]]:
+        """(id, key, session id) of every record matching ``where``: what the lexical index is built from."""
+        found = self.records.get(where=where, include=["documents", "metadatas"])
+        return [(i, key, str(meta["session_id"])) for i, key, meta in zip(found["ids"], found["documents"], found["metadatas"])]
 
     def nearest(self, embedding: np.ndarray, where: Where, n: int) -> list[tuple[str, float]]:
         """Ids of the ``n`` records nearest to ``embedding`` among those matching ``where``."""

@@ -145,3 +145,26 @@ def test_full_history_keeps_the_newest_sessions_within_the_budget(tmp_path: Path
     # ScriptedLLM counts words: tax 11, dog 24, garden 12 -> 11 + 24 = 35 fits 40, + 12 does not
     kept = fit_budget(ScriptedLLM("x"), session_passages(item), budget_tokens=40)
     assert [p.id for p in kept] == ["s_tax", "answer_dog_1"]  # newest first; the garden session no longer fits
+    # with room left, the session that does not fit is cut to it, its beginning kept
+    cut = fit_budget(ScriptedLLM("x"), session_passages(item), budget_tokens=20, min_cut=5)
+    assert [p.id for p in cut] == ["s_tax", "answer_dog_1"]
+    assert len(cut[1].text.split()) <= 9 and cut[1].text.startswith("user: Any tips for grooming?")
+
+
+def test_ablation_configurations_that_store_the_same_records_share_one_store(tmp_path: Path, embedder) -> None:
+    from evals.longmemeval.report import overview_table
+    from evals.longmemeval.retrieval import RETRIEVERS, HaystackIndex
+
+    def collection(name: str) -> str:
+        return HaystackIndex(name, RETRIEVERS[name], tmp_path, embedder).memory.config.store.collection
+
+    assert collection("round/K=V") == collection("round+ctx/K=V/time") == collection("memagent")
+    assert collection("round/K=V") != collection("session/K=V") != collection("session/K=V+keyphrases")
+    items = load_items(write(tmp_path, [make_item()]))
+    names = ["round/K=V", "round+ctx/K=V/time", "session/K=V"]
+    run = run_retrieval(items, names, cache=tmp_path / "cache", embedder=embedder)
+    seconds, records, expanded = run.index_cost["round/K=V"]
+    assert records == 4 and seconds > 0 and expanded == 0  # four rounds, stored once for both round rows
+    assert run.index_cost["round+ctx/K=V/time"][1] == 0
+    table = overview_table(run.rows, run.index_cost)
+    assert table.count("\n") == 2 + len(names) and "| round+ctx/K=V/time | 1.000 |" in table
