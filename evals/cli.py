@@ -99,6 +99,14 @@ def summary(args: argparse.Namespace, split: str, run: RetrievalRun, items: int,
     return "\n".join(header + body)
 
 
+def _retrieval_settings() -> str:
+    from memagent import MemoryConfig
+
+    config = MemoryConfig()
+    return json.dumps({"granularity": config.granularity, "key": config.key,
+                       "retrieval": config.retrieval.model_dump(), "expansion": config.expansion.kind})
+
+
 def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: Embedder, out: Path) -> int:
     from memagent.llm.load import load_llm
 
@@ -113,6 +121,7 @@ def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: E
         f"- data: `{args.data}` (sha256 `{sha256_of(args.data)}`), split: {split}",
         f"- questions: {len(items)} ({', '.join(f'{t}: {sum(i.question_type == t for i in items)}' for t in types)})",
         f"- reader: `{run.reader}`; judge: `{run.judge}` (LongMemEval's official judge prompts); embedder: {embedder.name}",
+        f"- memagent's configuration (the library default): `{_retrieval_settings()}`",
         f"- contexts: memagent top-5 records (each cut to {args.memory_chars} characters); full history newest-first within {args.budget} reader tokens; "
         f"oracle evidence sessions within {args.budget} tokens",
         f"- date: {datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC; wall time {run.seconds:.0f} s",

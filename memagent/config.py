@@ -52,11 +52,12 @@ class RetrievalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    retrievers: tuple[Literal["dense", "lexical", "session"], ...] = ("dense", "lexical")
+    # the default is the ablation's best on LoCoMo and LongMemEval (evals/results/README.md)
+    retrievers: tuple[Literal["dense", "lexical", "session"], ...] = ("dense", "lexical", "session")
     candidates: int = Field(default=50, gt=0, description="how deep each retriever ranks before fusion")
     rrf_k: int = Field(default=60, gt=0, description="RRF damping constant; 60 is the paper's value")
     time_aware: bool = Field(
-        default=False,
+        default=True,
         description="time-aware query expansion (LongMemEval §5): records dated inside the range the question "
         "names (relative to the question date, widened by time_window_days) move to the front",
     )

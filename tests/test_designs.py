@@ -14,7 +14,8 @@ SATURDAY = "2024-03-09T18:00:00"  # the question below is asked on Wednesday 202
 
 
 def _lexical(make_memory, **settings) -> Memory:
-    retrieval = {"retrievers": settings.pop("retrievers", ["lexical"]), **settings.pop("retrieval", {})}
+    retrieval = {"retrievers": settings.pop("retrievers", ["lexical"]), "time_aware": False,
+                 **settings.pop("retrieval", {})}
     return make_memory(retrieval=retrieval, **settings)
 
 

@@ -102,7 +102,8 @@ def cut_to_tokens(llm: LLM, text: str, tokens: int) -> str:
 
 def context_passages(context: str, item: Item, index: HaystackIndex, reader: LLM, k: int, budget: int) -> list[Passage]:
     if context == "memagent":
-        hits = index.memory.search(item.question, user_id=index.ensure_indexed(item), k=k)
+        hits = index.memory.search(item.question, user_id=index.ensure_indexed(item), k=k,
+                                   question_date=item.question_date)
         return [Passage(h.record.id, h.record.timestamp, h.record.value) for h in hits]
     if context == "oracle":
         return fit_budget(reader, session_passages(item, only_evidence=True), budget)
