@@ -142,3 +142,15 @@ def test_from_pretrained_failure_raises_llm_error_with_cause(tmp_path: Path) -> 
     with pytest.raises(LLMError, match="could not be loaded") as caught:
         LocalLLM.from_pretrained(tmp_path / "missing")
     assert caught.value.__cause__ is not None
+
+
+def test_text_logprobs_rebuild_the_text_and_match_a_forward_pass(llm: LocalLLM) -> None:
+    text = "Pixel the greyhound likes long walks."
+    pieces = llm.text_logprobs(text)
+    assert "".join(piece for piece, _ in pieces) == text
+    assert pieces[0][1] == 0.0 and all(lp <= 0.0 for _, lp in pieces)
+    ids = llm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = llm.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    expected = [0.0] + [logits[n - 1, ids[n]].item() for n in range(1, len(ids))]
+    assert [lp for _, lp in pieces] == pytest.approx(expected, abs=1e-4)
