@@ -106,6 +106,7 @@ def test_session_records_are_expanded_as_a_whole(make_memory) -> None:
         ('Facts:\n```json\n["A", "B  c"]\n```', ["A", "B c"]),
         ("[]", []),
         ('["The user lives in Lyon.", "The user has a cat", "The user', ["The user lives in Lyon.", "The user has a cat"]),
+        ('["B", "A", "b", "A"]', ["B", "A"]),  # a looping model's repeats count once, first place kept
     ],
 )
 def test_parse_facts_accepts_a_json_list_of_short_strings(reply: str, facts: list[str]) -> None:
@@ -117,6 +118,23 @@ def test_parse_facts_accepts_a_json_list_of_short_strings(reply: str, facts: lis
 def test_parse_facts_rejects_bad_replies_naming_the_field(reply: str) -> None:
     with pytest.raises(ValueError, match="facts"):
         parse_facts(reply)
+
+
+def test_facts_copied_from_the_few_shot_examples_are_dropped() -> None:
+    from memagent.index.keys import FACTS_EXAMPLES, LLMFacts
+
+    leaked = FACTS_EXAMPLES[1][1][1]
+    facts = LLMFacts(ScriptedLLM(f'["The user opened a bakery in Lyon.", "{leaked}"]'))
+    assert facts.expand(["user: I opened a bakery in Lyon."]) == ["The user opened a bakery in Lyon."]
+
+
+def test_an_expander_name_changes_with_its_prompt(monkeypatch) -> None:
+    from memagent.index import keys
+
+    before = keys.LLMFacts(ScriptedLLM("[]")).name
+    monkeypatch.setattr(keys, "FACTS_SYSTEM", keys.FACTS_SYSTEM + " Be brief.")
+    assert keys.LLMFacts(ScriptedLLM("[]")).name != before  # so the cache cannot serve the old prompt's facts
+    assert keys.prompt_version("keyphrases") == ""  # no prompt: keyphrase names do not change
 
 
 def test_merge_key_puts_the_expansion_first_and_ignores_an_empty_one() -> None:

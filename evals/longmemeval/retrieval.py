@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from evals.longmemeval.load import Item
 from memagent import Embedder, Memory, MemoryConfig
 from memagent.index.decompose import split_rounds
+from memagent.index.keys import prompt_version
 from memagent.memory import record_id
 from memagent.schema import Message
 
@@ -116,7 +119,10 @@ def build_corpus(item: Item, granularity: str) -> Corpus:
 
 def _expansion_part(config: MemoryConfig) -> dict[str, Any]:
     """What of the expansion settings changes stored keys (nothing when expansion is off)."""
-    return {} if config.expansion.kind == "none" else {"expansion": config.expansion.model_dump()}
+    if config.expansion.kind == "none":
+        return {}
+    prompt = prompt_version(config.expansion.kind)  # a changed prompt makes new keys: a new store
+    return {"expansion": config.expansion.model_dump(), **({"prompt": prompt} if prompt else {})}
 
 
 class HaystackIndex:
@@ -140,7 +146,10 @@ class HaystackIndex:
         user = haystack_user(item)
         if user not in self._indexed:  # questions sharing a haystack (LoCoMo) index it once
             started = time.perf_counter()
-            for position, (date, session) in enumerate(zip(item.haystack_dates, item.haystack_sessions)):
+            sessions = enumerate(zip(item.haystack_dates, item.haystack_sessions))
+            # key expansion makes a first indexing take minutes: show it apart from the question bar
+            for position, (date, session) in tqdm(list(sessions), desc=f"index {self.name}", unit="session",
+                                                  leave=False):
                 messages = [m.model_dump() for m in messages_of(session)]
                 if messages:
                     added = self.memory.add(messages, user_id=user, session_id=session_key(position), timestamp=date)

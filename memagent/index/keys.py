@@ -65,7 +65,10 @@ class Expander(ABC):
 
 # --- LLM facts and summaries ------------------------------------------------------------------
 
-FACTS_SYSTEM = "You extract facts about the user from a conversation. Reply with a JSON list of strings only."
+FACTS_SYSTEM = (
+    "You extract facts about the user from a conversation. Keep names, places and dates as written. "
+    "Reply with a JSON list of strings only."
+)
 # Our own examples: they show the shape (short, self-contained, about the user, dates kept) and an
 # empty list for small talk, so the model does not invent facts to fill the list.
 FACTS_EXAMPLES: list[tuple[str, list[str]]] = [
@@ -82,6 +85,7 @@ FACTS_EXAMPLES: list[tuple[str, list[str]]] = [
     ("user: What's the capital of Australia?\nassistant: Canberra.", []),
 ]
 SUMMARY_SYSTEM = "You summarise a conversation in one sentence about the user. Reply with the sentence only."
+_EXAMPLE_FACTS = {fact for _, facts in FACTS_EXAMPLES for fact in facts}
 
 
 class Facts(BaseModel):
@@ -95,7 +99,11 @@ class Facts(BaseModel):
         cleaned = [" ".join(f.split()) for f in facts]
         if any(not f or len(f) > 300 for f in cleaned):
             raise ValueError("each fact must be a non-empty string of at most 300 characters")
-        return cleaned
+        # small models loop ("The user ... The user ..."): a repeated fact adds nothing
+        first = {}
+        for fact in cleaned:
+            first.setdefault(fact.lower(), fact)
+        return list(first.values())
 
 
 def parse_facts(reply: str) -> list[str]:
@@ -125,12 +133,19 @@ def facts_messages(value: str) -> list[dict[str, str]]:
     return messages + [{"role": "user", "content": value}]
 
 
+def prompt_version(kind: str) -> str:
+    """A short hash of an expansion kind's prompt ("" without one): part of every cache key for its
+    output, so a changed prompt is never served the old prompt's expansions."""
+    prompt = {"facts": [FACTS_SYSTEM, FACTS_EXAMPLES], "summary": [SUMMARY_SYSTEM]}.get(kind)
+    return hashlib.sha256(json.dumps(prompt).encode()).hexdigest()[:8] if prompt else ""
+
+
 class LLMFacts(Expander):
     """Facts about the user, one LLM call per value; a reply that fails validation adds nothing."""
 
     def __init__(self, llm: LLM, max_new_tokens: int = 96) -> None:
         self.llm, self.max_new_tokens = llm, max_new_tokens
-        self.name = f"facts:{llm.name}"
+        self.name = f"facts:{llm.name}:{prompt_version('facts')}"
         self.rejected = 0  # replies that failed validation: reported by benchmarks
 
     def expand(self, values: Sequence[str]) -> list[str]:
@@ -138,17 +153,19 @@ class LLMFacts(Expander):
         for value in values:
             reply = self.llm.generate(facts_messages(value), max_new_tokens=self.max_new_tokens).text
             try:
-                out.append(" ".join(parse_facts(reply)))
+                facts = parse_facts(reply)
             except ValueError:
                 self.rejected += 1
-                out.append("")
+                facts = []
+            # a small model sometimes copies the few-shot examples' facts: they are never about this value
+            out.append(" ".join(f for f in facts if f not in _EXAMPLE_FACTS))
         return out
 
 
 class LLMSummary(Expander):
     def __init__(self, llm: LLM, max_new_tokens: int = 60) -> None:
         self.llm, self.max_new_tokens = llm, max_new_tokens
-        self.name = f"summary:{llm.name}"
+        self.name = f"summary:{llm.name}:{prompt_version('summary')}"
 
     def expand(self, values: Sequence[str]) -> list[str]:
         return [
