@@ -28,6 +28,10 @@ INSTRUCTIONS = (
     "answer it (at most three, one line each: 'mN: ...'); skip the others. Then write 'ANSWER:' and a "
     "short answer. If no memory answers it, write 'ANSWER: I don't know.'"
 )
+# Notes on long memories can use up max_new_tokens before the answer: the notes so far stay in the
+# chat and the model is asked for the answer alone (seen on LongMemEval with the 1.5B reader).
+FINISH = "Stop the notes here. Write 'ANSWER:' and a short answer, or 'ANSWER: I don't know.'"
+ANSWER_TOKENS = 48
 # a refusal may follow a stray label ("ANSWER: NOTES: I don't know."), so it is searched, not matched
 _REFUSAL = re.compile(
     r"\b(i\s+(do\s+not|don't|dont)\s+know|not\s+(mentioned|stated|known)|no\s+information)\b|^\W*unknown\b", re.I
@@ -73,8 +77,27 @@ def read(
     refuse_below: float | None = None,
 ) -> Answer:
     ordered = sorted(passages, key=lambda p: p.date)
-    generation = llm.generate(reader_messages(question, ordered, question_date, max_chars), max_new_tokens=max_new_tokens)
+    messages = reader_messages(question, ordered, question_date, max_chars)
+    generation = llm.generate(messages, max_new_tokens=max_new_tokens)
+    if generation.finish_reason == "length" and "ANSWER:" not in generation.text:
+        generation = _finish(llm, messages, generation)
     return parse_reply(generation, ordered, llm, refuse_below)
+
+
+def _finish(llm: LLM, messages: ChatMessages, cut: Generation) -> Generation:
+    """The answer to a reply cut off in its notes, asked for after them; one generation holding both."""
+    ending = llm.generate(
+        [*messages, {"role": "assistant", "content": cut.text}, {"role": "user", "content": FINISH}],
+        max_new_tokens=ANSWER_TOKENS,
+    )
+    answer = ending.text.strip()
+    return Generation(
+        text=f"{cut.text}\n{answer if 'ANSWER:' in answer else 'ANSWER: ' + answer}",
+        token_logprobs=ending.token_logprobs,  # confidence is read from the answer's tokens only
+        prompt_tokens=cut.prompt_tokens + ending.prompt_tokens,
+        completion_tokens=cut.completion_tokens + ending.completion_tokens,
+        finish_reason=ending.finish_reason,
+    )
 
 
 def parse_reply(generation: Generation, ordered: Sequence[Passage], llm: LLM, refuse_below: float | None) -> Answer:

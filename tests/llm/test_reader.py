@@ -42,6 +42,16 @@ def test_reply_is_split_into_notes_answer_and_citations() -> None:
     assert answer.confidence == pytest.approx(0.5)
 
 
+def test_notes_cut_off_by_the_token_limit_are_followed_by_a_request_for_the_answer() -> None:
+    long_notes = "NOTES:\nm1: " + "we talked about the move " * 20
+    llm = ScriptedLLM([long_notes, "ANSWER: Bristol"], logprob=math.log(0.5))
+    answer = read(llm, "Where do I live?", [passage("rec", 20, "moved to Bristol")], WHEN, max_new_tokens=30)
+    assert answer.text == "Bristol" and not answer.refused and answer.citations == ["rec"]
+    assert len(llm.calls) == 2 and llm.calls[1][-2]["role"] == "assistant"  # the notes so far stay in the chat
+    finished = read(ScriptedLLM("NOTES: m1: moved\nANSWER: Bristol"), "q", [passage("rec", 20, "moved")], WHEN)
+    assert finished.text == "Bristol"  # a reply that reached its answer costs one call
+
+
 @pytest.mark.parametrize("reply", ["NOTES: none\nANSWER: I don't know.", "ANSWER: I do not know", "ANSWER:"])
 def test_saying_the_memories_lack_the_answer_is_a_refusal(reply: str) -> None:
     answer = read(ScriptedLLM(reply), "What is my blood type?", [passage("a", 3, "I like tea")], WHEN)
