@@ -25,11 +25,18 @@ from memagent.index.keys import prompt_version
 from memagent.memory import record_id
 from memagent.schema import Message
 
+
 # Retrievers compared side by side. Each is a MemoryConfig override; "memagent" is the library default.
+def _baseline(granularity: str, key: str, retriever: str) -> dict[str, Any]:
+    """A baseline pins every design switch off, so a change of default never changes a baseline."""
+    return {"granularity": granularity, "key": key, "expansion": {"kind": "none"},
+            "retrieval": {"retrievers": [retriever], "time_aware": False}}
+
+
 RETRIEVERS: dict[str, dict[str, Any]] = {
-    "bm25-session": {"granularity": "session", "key": "user", "retrieval": {"retrievers": ["lexical"]}},
-    "dense-session-kv": {"granularity": "session", "key": "value", "retrieval": {"retrievers": ["dense"]}},
-    "dense-round": {"granularity": "round", "key": "value", "retrieval": {"retrievers": ["dense"]}},
+    "bm25-session": _baseline("session", "user", "lexical"),
+    "dense-session-kv": _baseline("session", "value", "dense"),
+    "dense-round": _baseline("round", "value", "dense"),
     "memagent": {},
 }
 

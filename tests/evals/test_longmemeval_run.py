@@ -151,6 +151,17 @@ def test_full_history_keeps_the_newest_sessions_within_the_budget(tmp_path: Path
     assert len(cut[1].text.split()) <= 9 and cut[1].text.startswith("user: Any tips for grooming?")
 
 
+def test_baselines_keep_every_design_switch_off_whatever_the_defaults() -> None:
+    from evals.longmemeval.retrieval import RETRIEVERS
+    from memagent import MemoryConfig
+
+    assert MemoryConfig().retrieval.time_aware  # the default turns it on ...
+    for name in ("bm25-session", "dense-session-kv", "dense-round"):
+        config = MemoryConfig.model_validate(RETRIEVERS[name])
+        assert not config.retrieval.time_aware and config.expansion.kind == "none", name  # ... a baseline never
+        assert len(config.retrieval.retrievers) == 1, name
+
+
 def test_ablation_configurations_that_store_the_same_records_share_one_store(tmp_path: Path, embedder) -> None:
     from evals.longmemeval.report import overview_table
     from evals.longmemeval.retrieval import RETRIEVERS, HaystackIndex
