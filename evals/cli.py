@@ -17,7 +17,7 @@ from pathlib import Path
 from evals.longmemeval.load import Item, check_item, load_items, sha256_of, split_name
 from evals.longmemeval.report import averages, markdown_table, overview_table, plot_recall_curves
 from evals.longmemeval.retrieval import RETRIEVERS
-from evals.longmemeval.qa import CONTEXTS, qa_table, run_qa
+from evals.longmemeval.qa import CONTEXTS, qa_scores, qa_table, run_qa
 from evals.longmemeval.run import RetrievalRun, run_retrieval
 from memagent import Embedder
 
@@ -129,6 +129,10 @@ def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: E
         qa_table(run.rows),
     ])
     (out / "qa_summary.md").write_text(text, encoding="utf-8")
+    summary = {"data": args.data.name, "split": split, "questions": len(items), "reader": run.reader,
+               "judge": run.judge, "budget": args.budget, "memory_chars": args.memory_chars,
+               "scores": qa_scores(run.rows)}  # aggregates only: no question ids, safe to commit
+    (out / "qa_summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     (out / "qa_rows.json").write_text(json.dumps(run.rows, indent=1), encoding="utf-8")
     print(text)
     return 0

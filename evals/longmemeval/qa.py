@@ -159,35 +159,55 @@ def run_qa(items: Sequence[Item], contexts: Sequence[str], *, reader: LLM, judge
     return run
 
 
-def _rate(rows: Sequence[dict[str, Any]]) -> str:
-    """Prompt and generated tokens per second of reader time (prefill and decode together)."""
-    tokens = sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in rows)
-    seconds = sum(r.get("generate_seconds", 0.0) for r in rows)
-    return f"{tokens / seconds:.1f}" if seconds else "-"
-
-
-def qa_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Accuracy per type, task-averaged, overall and on abstention items; F1/EM; time per question."""
+def qa_scores(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per context: accuracy per type, task-averaged, overall and on abstention items; F1, EM,
+    refusals, seconds per question, mean prompt tokens and reader tokens per second."""
     by_context: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_context[row["context"]].append(row)
     types = sorted({r["question_type"] for r in rows})
+    scores = {}
+    for context, mine in by_context.items():
+        per_type = {t: float(np.mean([r["label"] for r in mine if r["question_type"] == t])) for t in types}
+        abstention = [r["label"] for r in mine if r["question_id"].endswith("_abs")]
+        generate_seconds = sum(r.get("generate_seconds", 0.0) for r in mine)
+        tokens = sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in mine)
+        scores[context] = {
+            "per_type": per_type,
+            "task_avg": float(np.mean(list(per_type.values()))),
+            "overall": float(np.mean([r["label"] for r in mine])),
+            "abstention": float(np.mean(abstention)) if abstention else None,
+            "abstention_n": len(abstention),
+            "f1": float(np.mean([r["f1"] for r in mine])),
+            "em": float(np.mean([r["em"] for r in mine])),
+            "refused": float(np.mean([r["refused"] for r in mine])),
+            "seconds_per_question": float(np.mean([r["seconds"] for r in mine])),
+            "prompt_tokens": float(np.mean([r.get("prompt_tokens", 0) for r in mine])),
+            # prompt and generated tokens per second of reader time (prefill and decode together)
+            "tokens_per_second": tokens / generate_seconds if generate_seconds else None,
+        }
+    return scores
+
+
+def qa_table(rows: Sequence[dict[str, Any]]) -> str:
+    """``qa_scores`` as a markdown table, one line per context."""
+    scores = qa_scores(rows)
+    types = sorted({r["question_type"] for r in rows})
     head = ["context", *types, "task-avg", "overall", "abstention", "F1", "EM", "refused", "s/question",
             "prompt tok", "tok/s"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for context, mine in by_context.items():
-        per_type = [np.mean([r["label"] for r in mine if r["question_type"] == t]) for t in types]
-        abstention = [r["label"] for r in mine if r["question_id"].endswith("_abs")]
-        cells = [f"{v:.3f}" for v in per_type] + [
-            f"{np.mean(per_type):.3f}",
-            f"{np.mean([r['label'] for r in mine]):.3f}",
-            f"{np.mean(abstention):.3f} ({len(abstention)})" if abstention else "-",
-            f"{np.mean([r['f1'] for r in mine]):.3f}",
-            f"{np.mean([r['em'] for r in mine]):.3f}",
-            f"{np.mean([r['refused'] for r in mine]):.2f}",
-            f"{np.mean([r['seconds'] for r in mine]):.1f}",
-            f"{np.mean([r.get('prompt_tokens', 0) for r in mine]):.0f}",
-            _rate(mine),
+    for context, score in scores.items():
+        rate = score["tokens_per_second"]
+        cells = [f"{score['per_type'][t]:.3f}" for t in types] + [
+            f"{score['task_avg']:.3f}",
+            f"{score['overall']:.3f}",
+            f"{score['abstention']:.3f} ({score['abstention_n']})" if score["abstention_n"] else "-",
+            f"{score['f1']:.3f}",
+            f"{score['em']:.3f}",
+            f"{score['refused']:.2f}",
+            f"{score['seconds_per_question']:.1f}",
+            f"{score['prompt_tokens']:.0f}",
+            "-" if rate is None else f"{rate:.1f}",
         ]
         lines.append(f"| {context} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

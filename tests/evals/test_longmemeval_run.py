@@ -137,6 +137,25 @@ def test_qa_answers_in_every_context_and_writes_official_hypotheses(tmp_path: Pa
     assert "| memagent | 1.000 | 1.000 | 1.000 | 1.000 (1) |" in table
 
 
+def test_qa_scores_aggregate_per_context_and_plot_without_question_ids(tmp_path: Path) -> None:
+    from evals.longmemeval.qa import qa_scores
+    from evals.qa_plot import plot_qa
+
+    def row(qid: str, context: str, label: bool, f1: float) -> dict:
+        return {"question_id": qid, "question_type": "single-session-user", "context": context, "label": label,
+                "f1": f1, "em": 0.0, "refused": not label, "seconds": 2.0, "prompt_tokens": 90,
+                "completion_tokens": 10, "generate_seconds": 1.0}
+
+    rows = [row("q1", "memagent", True, 1.0), row("q2", "memagent", False, 0.0), row("q3_abs", "oracle", True, 0.5)]
+    scores = qa_scores(rows)
+    assert scores["memagent"]["overall"] == 0.5 and scores["memagent"]["tokens_per_second"] == 100.0
+    assert scores["oracle"]["abstention"] == 1.0 and scores["memagent"]["abstention"] is None
+    summary = {"data": "d.json", "questions": 2, "reader": "r", "judge": "j", "scores": scores}
+    assert "q1" not in json.dumps(summary)  # what is committed carries no benchmark ids
+    plot_qa([summary, summary], tmp_path / "qa.png")
+    assert (tmp_path / "qa.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_full_history_keeps_the_newest_sessions_within_the_budget(tmp_path: Path) -> None:
     from evals.longmemeval.qa import fit_budget, session_passages
     from memagent import ScriptedLLM
