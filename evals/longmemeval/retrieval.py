@@ -26,13 +26,13 @@ from memagent.memory import record_id
 from memagent.schema import Message
 
 
-# Retrievers compared side by side. Each is a MemoryConfig override; "memagent" is the library default.
 def _baseline(granularity: str, key: str, retriever: str) -> dict[str, Any]:
     """A baseline pins every design switch off, so a change of default never changes a baseline."""
     return {"granularity": granularity, "key": key, "expansion": {"kind": "none"},
             "retrieval": {"retrievers": [retriever], "time_aware": False}}
 
 
+# Retrievers compared side by side. Each is a MemoryConfig override; "memagent" is the library default.
 RETRIEVERS: dict[str, dict[str, Any]] = {
     "bm25-session": _baseline("session", "user", "lexical"),
     "dense-session-kv": _baseline("session", "value", "dense"),
@@ -153,10 +153,9 @@ class HaystackIndex:
         user = haystack_user(item)
         if user not in self._indexed:  # questions sharing a haystack (LoCoMo) index it once
             started = time.perf_counter()
-            sessions = enumerate(zip(item.haystack_dates, item.haystack_sessions))
+            sessions = list(enumerate(zip(item.haystack_dates, item.haystack_sessions)))
             # key expansion makes a first indexing take minutes: show it apart from the question bar
-            for position, (date, session) in tqdm(list(sessions), desc=f"index {self.name}", unit="session",
-                                                  leave=False):
+            for position, (date, session) in tqdm(sessions, desc=f"index {self.name}", unit="session", leave=False):
                 messages = [m.model_dump() for m in messages_of(session)]
                 if messages:
                     added = self.memory.add(messages, user_id=user, session_id=session_key(position), timestamp=date)
