@@ -87,6 +87,7 @@ def summary(args: argparse.Namespace, split: str, run: RetrievalRun, items: int,
         f"{run.texts_cached} (`{cache}`)",
         "- retrievers (MemoryConfig overrides; `{}` is the library default):",
         *[f"  - `{name}`: `{json.dumps(RETRIEVERS[name])}`" for name in args.retriever],
+        f"- under the overrides (defaults and `MEMAGENT_*` variables): `{_retrieval_settings()}`",
         "",
         "Metrics are LongMemEval's official definitions (recall_any, recall_all, ndcg_any; turn rankings "
         "scored at session level by widening k to k distinct sessions).",

@@ -47,7 +47,9 @@ class RetrievalConfig(BaseModel):
     """How search ranks: rankings fused by reciprocal rank (Cormack et al. 2009).
 
     ``dense``: embedding similarity of each record's key; ``lexical``: BM25 over keys; ``session``:
-    BM25 over whole sessions, each round ranked by its session (context a single round lacks).
+    session context for rounds: BM25 over whole sessions, and each round ranking also votes for
+    sessions by their best round; every round takes its session's votes, its own ranks weighted by
+    ``round_weight`` (context a single round lacks).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -55,7 +57,13 @@ class RetrievalConfig(BaseModel):
     # the default is the ablation's best on LoCoMo and LongMemEval (evals/results/README.md)
     retrievers: tuple[Literal["dense", "lexical", "session"], ...] = ("dense", "lexical", "session")
     candidates: int = Field(default=50, gt=0, description="how deep each retriever ranks before fusion")
-    rrf_k: int = Field(default=60, gt=0, description="RRF damping constant; 60 is the paper's value")
+    # 20, not the RRF paper's 60, so the top sessions stand out; rounds at half their sessions' weight:
+    # lower helps conversations of short utterances (LoCoMo) and hurts long rounds (LongMemEval), see
+    # evals/results/README.md
+    rrf_k: int = Field(default=20, gt=0, description="RRF damping constant")
+    round_weight: float = Field(
+        default=0.5, ge=0.0, description="with session context: weight of a round's own ranks against its session's"
+    )
     time_aware: bool = Field(
         default=True,
         description="time-aware query expansion (LongMemEval §5): records dated inside the range the question "

@@ -22,7 +22,7 @@ from memagent.llm.base import LLM
 from memagent.llm.reader import Passage, read
 from memagent.retrieve.dense import dense_ranking
 from memagent.retrieve.fuse import reciprocal_rank_fusion
-from memagent.retrieve.lexical import LexicalIndexes, session_ranks
+from memagent.retrieve.lexical import LexicalIndexes, session_ranks, sessions_of_ranking
 from memagent.retrieve.temporal import front_in_range, read_time
 from memagent.schema import (
     Answer,
@@ -261,9 +261,10 @@ class Memory:
             if "lexical" in self.config.retrieval.retrievers:
                 ranked = self.lexical.for_user(user_id).search(query, depth, allowed)
                 rankings["lexical"] = [i for i, _ in ranked]
+            weights: dict[str, float] = {}
             if "session" in self.config.retrieval.retrievers:
-                rankings["session"] = session_ranks(self.lexical.for_user(user_id), query, depth, allowed)
-            fused = reciprocal_rank_fusion(rankings, self.config.retrieval.rrf_k)
+                rankings, weights = self._with_sessions(rankings, user_id, query, depth, allowed)
+            fused = reciprocal_rank_fusion(rankings, self.config.retrieval.rrf_k, weights)
             if not self.config.retrieval.time_aware:
                 fused = fused[:k]
             # every ranking above already kept to the user and the filters; fetching by id alone is
@@ -273,6 +274,20 @@ class Memory:
         if self.config.retrieval.time_aware:
             hits = self._time_aware(query, hits, asked or utc_now())
         return hits[:k]
+
+    def _with_sessions(
+        self, rankings: dict[str, list[str]], user_id: str, query: str, depth: int, allowed: set[str] | None
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """The rankings plus session votes: BM25 over whole sessions and, when records are rounds,
+        each round ranking's sessions ordered by their best round; the rounds' own ranks count
+        ``round_weight``."""
+        index = self.lexical.for_user(user_id)
+        voted: dict[str, Any] = {"session": session_ranks(index, query, depth, allowed)}
+        if self.config.granularity == "session":  # records are sessions: their rankings are session votes
+            return {**rankings, **voted}, {}
+        for name, ranking in rankings.items():
+            voted[f"{name}@session"] = sessions_of_ranking(index, ranking, allowed)
+        return {**rankings, **voted}, dict.fromkeys(rankings, self.config.retrieval.round_weight)
 
     def _time_aware(self, query: str, hits: list[Hit], asked: datetime) -> list[Hit]:
         """Records dated inside the range the question names move to the front; none are dropped."""

@@ -1,7 +1,7 @@
 import pytest
 
 from memagent.retrieve.fuse import reciprocal_rank_fusion
-from memagent.retrieve.lexical import BM25Index, session_ranks, tokenize
+from memagent.retrieve.lexical import BM25Index, session_ranks, sessions_of_ranking, tokenize
 
 
 def test_rrf_adds_reciprocal_ranks() -> None:
@@ -22,6 +22,26 @@ def test_rrf_is_invariant_to_ranking_names_and_stable_on_ties() -> None:
 
 def test_tokenize_drops_stopwords_and_plural_s() -> None:
     assert tokenize("What are my dogs' names?") == ["dog", "name"]
+
+
+def test_tokenize_stems_so_word_forms_meet() -> None:
+    assert tokenize("We camped by the lake") == tokenize("camping lakes")[:1] + ["lake"]
+    assert tokenize("painted") == tokenize("painting") == tokenize("paints")
+    assert tokenize("pass") == ["pass"]  # not cut to 'pas'
+
+
+def test_bm25_matches_another_form_of_the_word() -> None:
+    index = BM25Index()
+    index.add(["d1", "d2"], ["We went camping at the lake", "I bought a lamp"])
+    assert [i for i, _ in index.search("where have I camped?", n=2)] == ["d1"]
+
+
+def test_rrf_weights_scale_a_rankings_votes() -> None:
+    fused = reciprocal_rank_fusion({"round": ["a", "b"], "session": ["b", "a"]}, k=10, weights={"round": 0.5})
+    scores = {i: s for i, s, _ in fused}
+    assert scores["a"] == pytest.approx(0.5 / 11 + 1 / 12)
+    assert scores["b"] == pytest.approx(0.5 / 12 + 1 / 11)
+    assert [i for i, _, _ in fused] == ["b", "a"]  # unweighted, a and b would tie and a would win
 
 
 def test_bm25_prefers_rare_terms_and_hand_worked_score() -> None:
@@ -68,3 +88,12 @@ def test_session_ranks_give_every_round_its_sessions_rank_within_allowed() -> No
     assert session_ranks(index, "island bikes", sessions=5) == {"a1": 1, "a2": 1, "b1": 2}
     assert session_ranks(index, "island bikes", sessions=1) == {"a1": 1, "a2": 1}
     assert session_ranks(index, "island bikes", sessions=5, allowed={"a2", "b1"}) == {"a2": 1, "b1": 2}
+
+
+def test_a_round_ranking_votes_for_sessions_by_their_best_round() -> None:
+    index = BM25Index()
+    index.add(["a1", "a2", "b1", "b2", "c1"], ["", "", "", "", ""], ["s1", "s1", "s2", "s2", "s3"])
+    # s2's best round ranks first, s1's third; s3 has no round in the ranking
+    assert sessions_of_ranking(index, ["b2", "a1", "a2", "b1"]) == {"a1": 2, "a2": 2, "b1": 1, "b2": 1}
+    assert sessions_of_ranking(index, ["b2", "a1"], allowed={"a1", "b1"}) == {"a1": 2, "b1": 1}
+    assert sessions_of_ranking(index, ["gone"]) == {}  # ids the index does not hold vote for nothing

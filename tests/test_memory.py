@@ -47,7 +47,8 @@ def test_search_finds_the_relevant_round_by_meaning_and_by_words(memory: Memory)
     dog = memory.search("what is my dog's name?", user_id="ana", k=1)
     assert "Pixel" in dog[0].record.value and "dense" in dog[0].why
     trip = memory.search("Tokyo flights", user_id="ana", k=3)
-    assert "Tokyo" in trip[0].record.value and trip[0].why == {"dense": 1, "lexical": 1, "session": 1}
+    assert "Tokyo" in trip[0].record.value and trip[0].why == {
+        "dense": 1, "lexical": 1, "session": 1, "dense@session": 1, "lexical@session": 1}
 
 
 def test_a_user_never_sees_another_users_records_also_through_bm25(make_memory) -> None:
@@ -98,7 +99,8 @@ def test_a_new_memory_on_the_same_folder_sees_everything(make_memory, tmp_path) 
     first.add(exchange("I adopted a greyhound called Pixel"), user_id="ana", session_id="s1")
     reopened = make_memory(path=tmp_path / "kept")
     hits = reopened.search("greyhound Pixel", user_id="ana", k=1)
-    assert hits[0].why == {"dense": 1, "lexical": 1, "session": 1}  # the lexical index was rebuilt from the store
+    # the lexical index was rebuilt from the store
+    assert hits[0].why == {"dense": 1, "lexical": 1, "session": 1, "dense@session": 1, "lexical@session": 1}
 
 
 def test_update_keeps_history_and_search_follows_the_new_value(memory: Memory) -> None:

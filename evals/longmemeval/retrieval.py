@@ -49,7 +49,8 @@ EXPANSION_MODELS = {"none": None, "keyphrases": "smollm2-135m-instruct", "facts"
 def ablation_grid() -> dict[str, dict[str, Any]]:
     """LongMemEval §5's designs, one switch at a time: value unit x key expansion x time-aware expansion.
 
-    Names read ``unit/key[/time]``: ``round+ctx`` is rounds with their session's BM25 rank fused in;
+    Names read ``unit/key[/time]``: ``round+ctx`` is rounds with session votes fused in (BM25 over whole
+    sessions, and each round ranking's sessions by their best round);
     ``session-bm25`` ranks sessions by BM25 alone (the paper's baseline, plus our switches).
     """
     units = {

@@ -11,8 +11,10 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
+from functools import lru_cache
 
 import numpy as np
+import snowballstemmer
 
 _TOKEN = re.compile(r"\w+")
 # Function words carry no topic; dropping them keeps scores about content.
@@ -23,16 +25,20 @@ _STOPWORDS = frozenset(
 )
 
 
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    return _STEMMER.stemWord(word)
+
+
 def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens without stopwords; a plural 's' is cut so 'dogs' meets 'dog'."""
-    tokens = []
-    for token in _TOKEN.findall(text.lower()):
-        if token in _STOPWORDS:
-            continue
-        if len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
-            token = token[:-1]
-        tokens.append(token)
-    return tokens
+    """Lower-cased word stems (Snowball) without stopwords, so 'camped' meets 'camping' and 'dogs' meets 'dog'.
+
+    Stemming lifted BM25 over LoCoMo sessions by 1 point of recall_all@5 (0.767 to 0.778).
+    """
+    return [_stem(token) for token in _TOKEN.findall(text.lower()) if token not in _STOPWORDS]
 
 
 class BM25Index:
@@ -159,7 +165,24 @@ def session_ranks(index: BM25Index, query: str, sessions: int, allowed: Collecti
     Rounds of one session tie; fused with the round rankings this breaks ties by the rounds' own
     match, so a round rises when its whole session is about the question.
     """
-    rank_of = {name: n for n, (name, _) in enumerate(index.search_groups(query, sessions), start=1)}
+    return _rounds_by_session([name for name, _ in index.search_groups(query, sessions)], index, allowed)
+
+
+def sessions_of_ranking(index: BM25Index, ranking: Sequence[str], allowed: Collection[str] | None = None) -> dict[str, int]:
+    """A round ranking turned into a session ranking: sessions in the order their best round ranks,
+    every round of a session at its session's rank.
+
+    A session's vote then counts its best round alone, so a session holding one strong match ranks
+    as well as one whose rounds all half-match. These votes (with stemming) lifted the default's
+    session recall_all@5 on LoCoMo from 0.566 to 0.717 (evals/results/README.md).
+    """
+    session_of = dict(zip(index.ids, index.groups))
+    order = dict.fromkeys(session_of[record] for record in ranking if record in session_of)
+    return _rounds_by_session(list(order), index, allowed)
+
+
+def _rounds_by_session(sessions: Sequence[str], index: BM25Index, allowed: Collection[str] | None) -> dict[str, int]:
+    rank_of = {name: n for n, name in enumerate(sessions, start=1)}
     return {
         record: rank_of[group]
         for record, group in zip(index.ids, index.groups)
