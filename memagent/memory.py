@@ -261,10 +261,13 @@ class Memory:
             if "lexical" in self.config.retrieval.retrievers:
                 ranked = self.lexical.for_user(user_id).search(query, depth, allowed)
                 rankings["lexical"] = [i for i, _ in ranked]
+            votes: dict[str, dict[str, int]] = {}
             weights: dict[str, float] = {}
             if "session" in self.config.retrieval.retrievers:
-                rankings, weights = self._with_sessions(rankings, user_id, query, depth, allowed)
-            fused = reciprocal_rank_fusion(rankings, self.config.retrieval.rrf_k, weights)
+                votes = self._session_votes(rankings, user_id, query, depth, allowed)
+                if self.config.granularity == "round":  # a round's own ranks count less than its session's
+                    weights = dict.fromkeys(rankings, self.config.retrieval.round_weight)
+            fused = reciprocal_rank_fusion({**rankings, **votes}, self.config.retrieval.rrf_k, weights)
             if not self.config.retrieval.time_aware:
                 fused = fused[:k]
             # every ranking above already kept to the user and the filters; fetching by id alone is
@@ -275,19 +278,17 @@ class Memory:
             hits = self._time_aware(query, hits, asked or utc_now())
         return hits[:k]
 
-    def _with_sessions(
+    def _session_votes(
         self, rankings: dict[str, list[str]], user_id: str, query: str, depth: int, allowed: set[str] | None
-    ) -> tuple[dict[str, Any], dict[str, float]]:
-        """The rankings plus session votes: BM25 over whole sessions and, when records are rounds,
-        each round ranking's sessions ordered by their best round; the rounds' own ranks count
-        ``round_weight``."""
+    ) -> dict[str, dict[str, int]]:
+        """Session ranks for every record: BM25 over whole sessions and, when records are rounds,
+        each round ranking's sessions ordered by their best round."""
         index = self.lexical.for_user(user_id)
-        voted: dict[str, Any] = {"session": session_ranks(index, query, depth, allowed)}
-        if self.config.granularity == "session":  # records are sessions: their rankings are session votes
-            return {**rankings, **voted}, {}
-        for name, ranking in rankings.items():
-            voted[f"{name}@session"] = sessions_of_ranking(index, ranking, allowed)
-        return {**rankings, **voted}, dict.fromkeys(rankings, self.config.retrieval.round_weight)
+        votes = {"session": session_ranks(index, query, depth, allowed)}
+        if self.config.granularity == "round":  # session records: their own rankings already rank sessions
+            for name, ranking in rankings.items():
+                votes[f"{name}@session"] = sessions_of_ranking(index, ranking, allowed)
+        return votes
 
     def _time_aware(self, query: str, hits: list[Hit], asked: datetime) -> list[Hit]:
         """Records dated inside the range the question names move to the front; none are dropped."""

@@ -53,7 +53,10 @@ class Hit(BaseModel):
 
     record: MemoryRecord
     score: float
-    why: dict[str, int] = Field(description="1-based rank of the record in each retriever that found it")
+    why: dict[str, int] = Field(
+        description="1-based rank in each ranking that found the record: dense, lexical, session, and "
+        "NAME@session (its session's rank by best round in ranking NAME); time=1 when the time range moved it"
+    )
 
 
 class Answer(BaseModel):

@@ -41,7 +41,6 @@ def test_session_context_lifts_the_rounds_of_the_session_about_the_question(make
     assert all(h.record.user_id == "u" for h in with_context.search("snorkels Naxos", user_id="u", k=10))
 
 
-
 def test_round_weight_sets_how_much_a_rounds_own_match_counts_against_its_sessions(make_memory) -> None:
     def search(round_weight: float) -> list:
         memory = _lexical(make_memory, retrievers=["lexical", "session"], retrieval={"round_weight": round_weight})
@@ -58,6 +57,7 @@ def test_round_weight_sets_how_much_a_rounds_own_match_counts_against_its_sessio
     # a round's own match counts too: inside the session, the round about the hike comes first
     first, second = search(1.0)
     assert "lake hike" in first.record.value and first.score > second.score
+
 
 def test_time_aware_expansion_moves_the_named_days_to_the_front_and_drops_nothing(make_memory) -> None:
     def fill(memory: Memory) -> None:

@@ -25,7 +25,7 @@ def test_tokenize_drops_stopwords_and_plural_s() -> None:
 
 
 def test_tokenize_stems_so_word_forms_meet() -> None:
-    assert tokenize("We camped by the lake") == tokenize("camping lakes")[:1] + ["lake"]
+    assert tokenize("We camped by the lake") == tokenize("camping lakes") == ["camp", "lake"]
     assert tokenize("painted") == tokenize("painting") == tokenize("paints")
     assert tokenize("pass") == ["pass"]  # not cut to 'pas'
 

@@ -84,6 +84,14 @@ def test_filters_on_session_metadata_and_time(memory: Memory) -> None:
     assert sessions(question_date="2023/07/02 (Sun) 09:00") == {"s1", "s2"}  # nothing after the question
 
 
+def test_session_votes_never_bring_in_a_round_the_question_date_hides(memory: Memory) -> None:
+    # one session told over two days: its session votes must not carry the later round past the filter
+    memory.add(exchange("Booked the Paris trip"), user_id="ana", session_id="s1", timestamp="2023-03-01T10:00")
+    memory.add(exchange("Paris trip cancelled"), user_id="ana", session_id="s1", timestamp="2023-03-09T10:00")
+    hits = memory.search("Paris trip", user_id="ana", k=10, question_date="2023-03-05T10:00")
+    assert [h.record.value.splitlines()[0] for h in hits] == ["user: Booked the Paris trip"]
+
+
 def test_delete_all_forgets_one_user_only(memory: Memory) -> None:
     memory.add(exchange("ana's secret"), user_id="ana", session_id="s1")
     memory.add(exchange("bob's secret"), user_id="bob", session_id="s1")

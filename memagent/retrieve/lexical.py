@@ -52,12 +52,14 @@ class BM25Index:
         self._postings: dict[str, list[tuple[int, int]]] = {}
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # term -> (doc rows, term counts)
         self._group_rows: tuple[np.ndarray, np.ndarray] | None = None  # (group names, group of each row)
+        self._members: dict[str, list[str]] | None = None  # group -> its ids, in the order added
+        self._group_of: dict[str, str] | None = None  # id -> its group
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def add(self, ids: Sequence[str], texts: Sequence[str], groups: Sequence[str] | None = None) -> None:
-        self._group_rows = None
+        self._group_rows = self._members = self._group_of = None
         for record_id, text, group in zip(ids, texts, groups or [""] * len(ids)):
             row = len(self.ids)
             counts = Counter(tokenize(text))
@@ -111,6 +113,20 @@ class BM25Index:
         best = np.flatnonzero(scores > 0)
         best = best[np.argsort(-scores[best], kind="stable")[:n]]
         return [(str(names[g]), float(scores[g])) for g in best]
+
+    def group_of(self) -> dict[str, str]:
+        """Each id's group (rows added without groups share the group "")."""
+        if self._group_of is None:
+            self._group_of = dict(zip(self.ids, self.groups))
+        return self._group_of
+
+    def members(self) -> dict[str, list[str]]:
+        """Each group's ids, in the order they were added."""
+        if self._members is None:
+            self._members = {}
+            for record_id, group in zip(self.ids, self.groups):
+                self._members.setdefault(group, []).append(record_id)
+        return self._members
 
     def _groups_of_rows(self) -> tuple[np.ndarray, np.ndarray]:
         if self._group_rows is None:
@@ -173,18 +189,20 @@ def sessions_of_ranking(index: BM25Index, ranking: Sequence[str], allowed: Colle
     every round of a session at its session's rank.
 
     A session's vote then counts its best round alone, so a session holding one strong match ranks
-    as well as one whose rounds all half-match. These votes (with stemming) lifted the default's
-    session recall_all@5 on LoCoMo from 0.566 to 0.717 (evals/results/README.md).
+    as well as one whose rounds all half-match. With stemming and the weights in ``RetrievalConfig``,
+    these votes lifted the default's session recall_all@5 on LoCoMo from 0.566 to 0.717
+    (evals/results/README.md).
     """
-    session_of = dict(zip(index.ids, index.groups))
+    session_of = index.group_of()
     order = dict.fromkeys(session_of[record] for record in ranking if record in session_of)
     return _rounds_by_session(list(order), index, allowed)
 
 
 def _rounds_by_session(sessions: Sequence[str], index: BM25Index, allowed: Collection[str] | None) -> dict[str, int]:
-    rank_of = {name: n for n, name in enumerate(sessions, start=1)}
+    members = index.members()
     return {
-        record: rank_of[group]
-        for record, group in zip(index.ids, index.groups)
-        if group in rank_of and (allowed is None or record in allowed)
+        record: rank
+        for rank, name in enumerate(sessions, start=1)
+        for record in members.get(name, ())
+        if allowed is None or record in allowed
     }
