@@ -19,7 +19,9 @@ def plot_qa(summaries: Sequence[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     contexts = list(dict.fromkeys(c for s in summaries for c in s["scores"]))
-    groups = [f"{s['data'].removesuffix('.json')}\n{s['reader']}\n({s['questions']} q)" for s in summaries]
+    # a run's folder names its data, reader and variant (qa_locomo_qwen0.5b_votes); else data and reader
+    groups = [f"{s['run']}\n({s['questions']} q)" if "run" in s else
+              f"{s['data'].removesuffix('.json')}\n{s['reader']}\n({s['questions']} q)" for s in summaries]
     width = 0.8 / len(contexts)
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.6 * len(groups)), 4.4), squeeze=False)
     for ax, metric, label in zip(axes[0], ("overall", "f1"), ("judged accuracy (overall)", "token F1")):
@@ -43,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("summaries", nargs="+", type=Path, help="qa_summary.json files written by memagent eval --qa")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    plot_qa([json.loads(p.read_text(encoding="utf-8")) for p in args.summaries], args.out)
+    runs = [{**json.loads(p.read_text(encoding="utf-8")), "run": p.parent.name.removeprefix("qa_")} for p in args.summaries]
+    plot_qa(runs, args.out)
     print(f"wrote {args.out}")
     return 0
 
