@@ -256,16 +256,20 @@ class Memory:
             if "dense" in self.config.retrieval.retrievers:
                 rankings["dense"] = dense_ranking(self.store, self.embedder, query, where, depth)
             allowed = None
-            if {"lexical", "session"} & set(self.config.retrieval.retrievers) and scope != SearchFilters():
-                allowed = self.store.existing_ids_where(where)
+            if {"lexical", "session"} & set(self.config.retrieval.retrievers):
+                index = self.lexical.for_user(user_id)  # once: each call checks the store's version
+                if scope != SearchFilters():
+                    allowed = self.store.existing_ids_where(where)
             if "lexical" in self.config.retrieval.retrievers:
-                ranked = self.lexical.for_user(user_id).search(query, depth, allowed)
-                rankings["lexical"] = [i for i, _ in ranked]
+                rankings["lexical"] = [i for i, _ in index.search(query, depth, allowed)]
             votes: dict[str, dict[str, int]] = {}
             weights: dict[str, float] = {}
             if "session" in self.config.retrieval.retrievers:
-                votes = self._session_votes(rankings, user_id, query, depth, allowed)
-                if self.config.granularity == "round":  # a round's own ranks count less than its session's
+                votes["session"] = session_ranks(index, query, depth, allowed)
+                if self.config.granularity == "round":  # session records: their own rankings rank sessions
+                    # each round ranking votes for sessions by their best round; its own ranks count less
+                    votes |= {f"{name}@session": sessions_of_ranking(index, ranking, allowed)
+                              for name, ranking in rankings.items()}
                     weights = dict.fromkeys(rankings, self.config.retrieval.round_weight)
             fused = reciprocal_rank_fusion({**rankings, **votes}, self.config.retrieval.rrf_k, weights)
             if not self.config.retrieval.time_aware:
@@ -277,18 +281,6 @@ class Memory:
         if self.config.retrieval.time_aware:
             hits = self._time_aware(query, hits, asked or utc_now())
         return hits[:k]
-
-    def _session_votes(
-        self, rankings: dict[str, list[str]], user_id: str, query: str, depth: int, allowed: set[str] | None
-    ) -> dict[str, dict[str, int]]:
-        """Session ranks for every record: BM25 over whole sessions and, when records are rounds,
-        each round ranking's sessions ordered by their best round."""
-        index = self.lexical.for_user(user_id)
-        votes = {"session": session_ranks(index, query, depth, allowed)}
-        if self.config.granularity == "round":  # session records: their own rankings already rank sessions
-            for name, ranking in rankings.items():
-                votes[f"{name}@session"] = sessions_of_ranking(index, ranking, allowed)
-        return votes
 
     def _time_aware(self, query: str, hits: list[Hit], asked: datetime) -> list[Hit]:
         """Records dated inside the range the question names move to the front; none are dropped."""
