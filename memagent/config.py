@@ -117,6 +117,7 @@ class MemoryConfig(BaseSettings):
     )
     k: int = Field(default=5, gt=0, description="hits returned by search when k is not given")
     max_message_chars: int = Field(default=100_000, gt=0, description="longest message content accepted")
+    max_query_chars: int = Field(default=4_000, gt=0, description="longest search query or question accepted")
 
     @model_validator(mode="after")
     def _some_retriever(self) -> MemoryConfig:

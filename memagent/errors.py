@@ -2,7 +2,9 @@
 
     MemagentError (ValueError)
      ├── InputError        a field of a call's input breaks a rule; the message names the field
-     └── RecordNotFound    an id names no record of that user (also a KeyError)
+     ├── RecordNotFound    an id names no record of that user (also a KeyError)
+     └── LLMError          a model failed (memagent.llm.base)
+    MissingExtra (ImportError)   an optional part was used without its extra installed
 """
 
 from __future__ import annotations
@@ -29,3 +31,14 @@ class RecordNotFound(MemagentError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message otherwise
         return str(self.args[0])
+
+
+class MissingExtra(ImportError):
+    """An optional part of memagent was used without the extra that installs its dependencies."""
+
+    def __init__(self, extra: str, modules: list[str]) -> None:
+        self.extra = extra
+        super().__init__(
+            f"this part of memagent needs the '{extra}' extra (missing: {', '.join(modules)}): "
+            f"pip install 'memagent[{extra}]'"
+        )

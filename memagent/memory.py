@@ -1,50 +1,63 @@
-"""The ``Memory`` facade: validates input, then wires the stages. No stage logic lives here."""
+"""The ``Memory`` facade: validates input, holds the locks, and delegates to the stages.
+
+    write   RecordWriter      (index/writer.py)     rounds → records → keys → store + BM25
+    read    HybridRetriever   (retrieve/hybrid.py)  rankings → votes → fusion → time re-rank
+    answer  read()            (answer/reader.py)    memories → Chain-of-Note → Answer
+
+Every method that reads or writes memories takes ``user_id`` as a required keyword; ``agent_id``
+and ``run_id`` narrow a scope further where a call works on many records. A record id of another
+user is ``RecordNotFound``, exactly as an id that does not exist.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import functools
 import json
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
 from memagent._time import parse_timestamp, utc_now
+from memagent.answer.reader import Passage, read
 from memagent.config import MemoryConfig, default_store_path
 from memagent.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from memagent.errors import InputError, RecordNotFound
-from memagent.index.decompose import Round, split_rounds
-from memagent.index.keys import CachedExpander, Expander, Keyphrases, LLMFacts, LLMSummary, build_key, key_for_text, merge_key
-from memagent.llm.base import LLM
-from memagent.llm.reader import Passage, read
-from memagent.retrieve.dense import dense_ranking
-from memagent.retrieve.fuse import reciprocal_rank_fusion
-from memagent.retrieve.lexical import LexicalIndexes, session_ranks, sessions_of_ranking
-from memagent.retrieve.temporal import front_in_range, read_time
+from memagent.index.decompose import split_rounds
+from memagent.index.keys import CachedExpander, Expander, Keyphrases, LLMFacts, LLMSummary
+from memagent.index.writer import RecordWriter, record_id
+from memagent.llm.base import LLM, LockedLLM
+from memagent.retrieve.hybrid import HybridRetriever
+from memagent.retrieve.lexical import LexicalIndexes
 from memagent.schema import (
     Answer,
     HistoryEntry,
     Hit,
     MemoryRecord,
     MetadataValue,
+    Scope,
     SearchFilters,
     coerce_filters,
+    validate_id,
     validate_messages,
-    validate_user_id,
+    validate_scope,
 )
 from memagent.store.chroma import ChromaStore, where_clause
 
-
-def record_id(user_id: str, session_id: str, value: str) -> str:
-    """Stable id from content: the same exchange added twice to a session is stored once."""
-    return hashlib.sha256(f"{user_id}\0{session_id}\0{value}".encode()).hexdigest()[:32]
+Filters = SearchFilters | Mapping[str, Any] | None
+MAX_K = 100_000  # more hits than any reader reads; bounds the depth each retriever ranks to
+When = datetime | str | float | None
 
 
 class Memory:
     """Long-term memory for one or many users, in an embedded Chroma folder or a Chroma server.
+
+    Stages can be passed in (``embedder``, ``llm`` for reading, ``expander`` for keys); the rest
+    follows ``config``. Models named by the config load on first use.
 
     >>> memory = Memory(path="./memagent_data")                       # doctest: +SKIP
     >>> memory.add([{"role": "user", "content": "I adopted a greyhound called Pixel"}],
@@ -59,6 +72,7 @@ class Memory:
         path: str | Path | None = None,
         embedder: Embedder | None = None,
         llm: LLM | None = None,
+        expander: Expander | None = None,
         client: Any | None = None,
     ) -> None:
         config = config if config is not None else MemoryConfig()
@@ -66,52 +80,60 @@ class Memory:
             config = config.model_copy(update={"store": config.store.model_copy(update={"path": Path(path)})})
         self.config = config
         self.store = ChromaStore(config.store, client)
-        if embedder is None:
-            embedder = SentenceTransformerEmbedder(
-                config.embedder.model, device=config.embedder.device, batch_size=config.embedder.batch_size
-            )
         cache_dir = config.store.path if config.store.url is None else default_store_path()
-        if not isinstance(embedder, CachedEmbedder):
-            embedder = CachedEmbedder(embedder, config.embedder.cache_path or cache_dir / "embedding_cache.sqlite")
-        self.embedder = embedder
+        self.embedder = _cached(embedder, config, cache_dir)
         self._expansion_cache = (config.embedder.cache_path or cache_dir / "x").with_name("expansion_cache.sqlite")
-        self._expander: Expander | None = None
-        self.lexical = LexicalIndexes(self._keys_of, self.store.version)
         self._lock = threading.RLock()  # one writer at a time keeps store and lexical index in step
-        self._llm = llm
+        self._loading = threading.Lock()  # a model named by the config loads once, even when two threads ask
+        self._model_locks: weakref.WeakKeyDictionary[LLM, threading.Lock] = weakref.WeakKeyDictionary()
+        self._llm = None if llm is None else self._locked(llm)
+        self._expander = expander
+        lexical = LexicalIndexes(lambda user: self.store.keys(where_clause(Scope(user_id=user))), self.store.version)
+        self.writer = RecordWriter(self.store, self.embedder, lexical, self._get_expander,
+                                   granularity=config.granularity, key=config.key)
+        self.retriever = HybridRetriever(self.store, self.embedder, lexical, config.retrieval,
+                                         granularity=config.granularity, time_llm=lambda: self.llm)
 
+    # -- models ------------------------------------------------------------------------------
     @property
     def llm(self) -> LLM:
         """The reader model, loaded on first use (``config.reader.model``) unless one was passed in."""
-        if self._llm is None:
-            from memagent.llm.load import load_llm  # heavy: only when answering
+        with self._loading:
+            if self._llm is None:
+                from memagent.llm.load import load_llm  # heavy: only when answering
 
-            self._llm = load_llm(self.config.reader.model)
+                self._llm = self._locked(load_llm(self.config.reader.model))
         return self._llm
 
     @property
     def expander(self) -> Expander | None:
-        """The key expander ``config.expansion`` names (its model loads on first use), or None."""
+        """The key expander in use (see ``config.expansion``), or None when keys are not expanded."""
+        return self._get_expander()
+
+    def _get_expander(self) -> Expander | None:
+        """The key expander passed in or named by ``config.expansion`` (loaded on first use), or None."""
         options = self.config.expansion
-        if options.kind == "none" or self._expander is not None:
+        if self._expander is not None or options.kind == "none":
             return self._expander
         from memagent.llm.load import load_llm
 
         if options.kind == "keyphrases":
-            inner: Expander = Keyphrases(load_llm(options.model or "smollm2-135m-instruct"), options.keyphrases)
+            small = self._locked(load_llm(options.model or "smollm2-135m-instruct"))
+            inner: Expander = Keyphrases(small, options.keyphrases)
         else:
-            llm = self.llm if options.model in (None, self.config.reader.model) else load_llm(options.model)
+            llm = self.llm if options.model in (None, self.config.reader.model) else self._locked(load_llm(options.model))
             inner = LLMFacts(llm) if options.kind == "facts" else LLMSummary(llm)
-        self._expander = CachedExpander(inner, self._expansion_cache)
+        with self._loading:
+            if self._expander is None:
+                self._expander = CachedExpander(inner, self._expansion_cache)
         return self._expander
 
-    def _expanded_keys(self, keys: Sequence[str], values: Sequence[str]) -> list[str]:
-        if self.expander is None:
-            return list(keys)
-        return [merge_key(k, e) for k, e in zip(keys, self.expander.expand(values))]
-
-    def _keys_of(self, user_id: str) -> list[tuple[str, str, str]]:
-        return self.store.keys(where_clause(user_id))
+    def _locked(self, llm: LLM) -> LLM:
+        """``llm`` behind the one lock this Memory keeps for that model, however many roles it plays."""
+        if isinstance(llm, LockedLLM):
+            return llm
+        lock = self._model_locks.setdefault(llm, threading.Lock())
+        return LockedLLM(llm, lock)
 
     # -- write -------------------------------------------------------------------------------
     def add(
@@ -120,109 +142,25 @@ class Memory:
         /,
         *,
         user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
         session_id: str | None = None,
-        timestamp: datetime | str | float | None = None,
+        timestamp: When = None,
         metadata: Mapping[str, MetadataValue] | None = None,
     ) -> list[MemoryRecord]:
         """Remember one session's messages (or one exchange of it). Returns the records stored.
 
         Rounds already stored for this session are skipped, so adding twice is harmless.
         """
-        user_id = validate_user_id(user_id)
-        session_id = uuid.uuid4().hex if session_id is None else validate_user_id(session_id, "session_id")
+        scope = validate_scope(user_id, agent_id, run_id)
+        session_id = uuid.uuid4().hex if session_id is None else validate_id(session_id, "session_id")
         when = utc_now() if timestamp is None else parse_timestamp(timestamp)
         extra = _validate_metadata(metadata)
         rounds = split_rounds(validate_messages(messages, max_chars=self.config.max_message_chars))
         if not rounds:
             return []
         with self._lock:
-            if self.config.granularity == "session":
-                return self._add_to_session_record(rounds, user_id, session_id, when, extra)
-            return self._add_rounds(rounds, user_id, session_id, when, extra)
-
-    def _add_rounds(
-        self, rounds: list[Round], user_id: str, session_id: str, when: datetime, extra: dict[str, MetadataValue]
-    ) -> list[MemoryRecord]:
-        stored = self.store.find(where_clause(user_id, SearchFilters(session_ids=[session_id])))
-        known_values = {r.value for r in stored}
-        taken_ids = {r.id for r in stored}
-        next_index = max((r.round_index for r in stored), default=-1) + 1  # not a count: deletes leave gaps
-        now = utc_now()
-        records: list[MemoryRecord] = []
-        for round_ in rounds:
-            if round_.value in known_values:  # already remembered (also drops repeats within the call)
-                continue
-            rid = record_id(user_id, session_id, round_.value)
-            if rid in taken_ids:  # an updated record kept this id for another value
-                rid = record_id(user_id, session_id, f"{round_.value}\0{next_index}")
-            records.append(
-                MemoryRecord(
-                    id=rid,
-                    user_id=user_id,
-                    session_id=session_id,
-                    round_index=next_index,
-                    value=round_.value,
-                    key=build_key(round_, self.config.key),
-                    timestamp=when,
-                    recorded_at=now,
-                    metadata=extra,
-                )
-            )
-            known_values.add(round_.value)
-            taken_ids.add(rid)
-            next_index += 1
-        if self.expander is not None:
-            keys = self._expanded_keys([r.key for r in records], [r.value for r in records])
-            records = [r.model_copy(update={"key": key}) for r, key in zip(records, keys)]
-        self._write(records)
-        return records
-
-    def _add_to_session_record(
-        self, rounds: list[Round], user_id: str, session_id: str, when: datetime, extra: dict[str, MetadataValue]
-    ) -> list[MemoryRecord]:
-        """Session granularity: one record per session, which grows by the rounds it does not hold yet."""
-        rid = record_id(user_id, session_id, "")
-        existing = self.store.get([rid])
-        old = existing[0] if existing else None
-        # compare whole rounds (blocks between newlines), so a round that is a prefix of another is still new
-        held = f"\n{old.value}\n" if old else ""
-        fresh = [r for r in dict.fromkeys(rounds) if f"\n{r.value}\n" not in held]
-        if not fresh:
-            return []
-        value = "\n".join(r.value for r in fresh)
-        key = "\n".join(build_key(r, self.config.key) for r in fresh)
-        if old is not None:
-            value, key = f"{old.value}\n{value}", f"{old.key}\n{key}"
-            when, extra = old.timestamp, {**old.metadata, **extra}  # a session happened when it started
-            self.store.log([HistoryEntry(record_id=rid, event="update", previous=old, changed_at=utc_now())])
-        if self.expander is not None:  # the grown session is expanded as a whole, its expansion first
-            key = self._expanded_keys([key_for_text(value, self.config.key)], [value])[0]
-        record = MemoryRecord(
-            id=rid,
-            user_id=user_id,
-            session_id=session_id,
-            round_index=0,
-            value=value,
-            key=key,
-            timestamp=when,
-            recorded_at=utc_now(),
-            metadata=extra,
-        )
-        self._write([record], replace=old is not None)
-        return [record]
-
-    def _write(self, records: Sequence[MemoryRecord], *, replace: bool = False) -> None:
-        if not records:
-            return
-        users = {r.user_id for r in records}
-        before = {u: self.store.version(u) for u in users}
-        after = self.store.upsert(records, self.embedder.embed_documents([r.key for r in records]), replace=replace)
-        if replace:
-            return  # the new version makes each process rebuild its lexical index
-        for user_id in users:
-            mine = [r for r in records if r.user_id == user_id]
-            self.lexical.extend(user_id, [r.id for r in mine], [r.key for r in mine], [r.session_id for r in mine],
-                                before[user_id], after[user_id])
+            return self.writer.add(rounds, scope, session_id, when, extra)
 
     # -- read --------------------------------------------------------------------------------
     def search(
@@ -231,68 +169,33 @@ class Memory:
         /,
         *,
         user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
         k: int | None = None,
-        filters: SearchFilters | Mapping[str, Any] | None = None,
-        question_date: datetime | str | float | None = None,
+        filters: Filters = None,
+        question_date: When = None,
     ) -> list[Hit]:
-        """The ``k`` records of ``user_id`` that best match ``query``: dense and BM25, fused by rank.
+        """The ``k`` records of the scope that best match ``query`` (see ``HybridRetriever``).
 
         ``question_date`` is when the question is asked: memories from after it are not searched.
         """
-        user_id = validate_user_id(user_id)
-        if not isinstance(query, str) or not query.strip():
-            raise InputError("query", f"must be a non-empty string, got {query!r}")
+        scope = validate_scope(user_id, agent_id, run_id)
+        self._check_query(query)
         k = self.config.k if k is None else k
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise InputError("k", f"must be a positive integer, got {k!r}")
-        scope = coerce_filters(filters)
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= MAX_K:
+            raise InputError("k", f"must be a positive integer, got {k!r} (at most {MAX_K})")
+        narrowed = coerce_filters(filters)
         asked = None if question_date is None else parse_timestamp(question_date, field="question_date")
         if asked is not None:
-            scope = scope.model_copy(update={"end": min(scope.end, asked) if scope.end else asked})
-        where = where_clause(user_id, scope)
-        depth = max(self.config.retrieval.candidates, k)
+            narrowed = narrowed.model_copy(update={"end": min(narrowed.end, asked) if narrowed.end else asked})
         with self._lock:
-            rankings: dict[str, list[str]] = {}
-            if "dense" in self.config.retrieval.retrievers:
-                rankings["dense"] = dense_ranking(self.store, self.embedder, query, where, depth)
-            allowed = None
-            if {"lexical", "session"} & set(self.config.retrieval.retrievers):
-                index = self.lexical.for_user(user_id)  # once: each call checks the store's version
-                if scope != SearchFilters():
-                    allowed = self.store.existing_ids_where(where)
-            if "lexical" in self.config.retrieval.retrievers:
-                rankings["lexical"] = [i for i, _ in index.search(query, depth, allowed)]
-            votes: dict[str, dict[str, int]] = {}
-            weights: dict[str, float] = {}
-            if "session" in self.config.retrieval.retrievers:
-                votes["session"] = session_ranks(index, query, depth, allowed)
-                if self.config.granularity == "round":  # session records: their own rankings rank sessions
-                    # each round ranking votes for sessions by their best round; its own ranks count less
-                    votes |= {f"{name}@session": sessions_of_ranking(index, ranking, allowed)
-                              for name, ranking in rankings.items()}
-                    weights = dict.fromkeys(rankings, self.config.retrieval.round_weight)
-            fused = reciprocal_rank_fusion({**rankings, **votes}, self.config.retrieval.rrf_k, weights)
-            if not self.config.retrieval.time_aware:
-                fused = fused[:k]
-            # every ranking above already kept to the user and the filters; fetching by id alone is
-            # 6x faster in Chroma than with the where clause, and the user is checked once more here
-            records = {r.id: r for r in self.store.get([i for i, _, _ in fused]) if r.user_id == user_id}
-        hits = [Hit(record=records[i], score=s, why=why) for i, s, why in fused if i in records]
-        if self.config.retrieval.time_aware:
-            hits = self._time_aware(query, hits, asked or utc_now())
-        return hits[:k]
+            return self.retriever.search(query, scope, narrowed, k, asked)
 
-    def _time_aware(self, query: str, hits: list[Hit], asked: datetime) -> list[Hit]:
-        """Records dated inside the range the question names move to the front; none are dropped."""
-        options = self.config.retrieval
-        reading = read_time(query, asked, self.llm if options.time_llm else None)
-        if reading.range is None:
-            return hits
-        window = reading.range.widened(options.time_window_days)
-        moved = front_in_range(hits, [h.record.timestamp for h in hits], window)
-        # 'time' in why marks a hit that the question's time range moved forward
-        return [h.model_copy(update={"why": {**h.why, "time": 1}}) if window.contains(h.record.timestamp) else h
-                for h in moved]
+    def _check_query(self, query: object) -> None:
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("query", f"must be a non-empty string, got {query!r}")
+        if len(query) > self.config.max_query_chars:
+            raise InputError("query", f"has {len(query)} characters, over max_query_chars={self.config.max_query_chars}")
 
     def answer(
         self,
@@ -300,44 +203,45 @@ class Memory:
         /,
         *,
         user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
         llm: LLM | None = None,
         k: int | None = None,
-        question_date: datetime | str | float | None = None,
-        filters: SearchFilters | Mapping[str, Any] | None = None,
+        question_date: When = None,
+        filters: Filters = None,
     ) -> Answer:
-        """Answer from ``user_id``'s memories, or refuse when they do not hold the answer.
+        """Answer from the scope's memories, or refuse when they do not hold the answer.
 
+        The model runs outside the store lock (searches and adds go on) but under its own lock.
         A model failure raises ``LLMError``; it is never turned into a refusal.
         """
         asked = utc_now() if question_date is None else parse_timestamp(question_date, field="question_date")
         reader = self.config.reader
-        hits = self.search(question, user_id=user_id, k=k or reader.k, filters=filters, question_date=asked)
+        hits = self.search(question, user_id=user_id, agent_id=agent_id, run_id=run_id, k=k or reader.k,
+                           filters=filters, question_date=asked)
         passages = [Passage(h.record.id, h.record.timestamp, h.record.value) for h in hits]
-        return read(
-            llm or self.llm,
-            question,
-            passages,
-            asked,
-            max_new_tokens=reader.max_new_tokens,
-            max_chars=reader.max_memory_chars,
-            refuse_below=reader.refuse_below,
-        )
+        model = self.llm if llm is None else self._locked(llm)
+        return read(model, question, passages, asked, max_new_tokens=reader.max_new_tokens,
+                    max_chars=reader.max_memory_chars, refuse_below=reader.refuse_below)
 
-    def get(self, record_id: str, /, *, user_id: str | None = None) -> MemoryRecord:
-        """One record by id; with ``user_id``, only if it belongs to that user."""
-        where = None if user_id is None else {"user_id": validate_user_id(user_id)}
-        found = self.store.get([record_id], where=where)
+    def get(self, record_id: str, /, *, user_id: str) -> MemoryRecord:
+        """One of the user's records by id; ``RecordNotFound`` when the user has no record with it."""
+        scope = validate_scope(user_id)
+        found = self.store.get([validate_id(record_id, "record_id")], where=where_clause(scope))
         if not found:
             raise RecordNotFound(record_id)
         return found[0]
 
-    def get_all(self, user_id: str, /, *, filters: SearchFilters | Mapping[str, Any] | None = None) -> list[MemoryRecord]:
-        """All of a user's records, oldest conversation first."""
-        return self.store.find(where_clause(validate_user_id(user_id), coerce_filters(filters)))
+    def get_all(
+        self, *, user_id: str, agent_id: str | None = None, run_id: str | None = None, filters: Filters = None
+    ) -> list[MemoryRecord]:
+        """All records of the scope, oldest conversation first."""
+        scope = validate_scope(user_id, agent_id, run_id)
+        return self.store.find(where_clause(scope, coerce_filters(filters)))
 
-    def history(self, record_id: str, /, *, user_id: str | None = None) -> list[HistoryEntry]:
-        """What the record was before each update or delete, oldest first; with ``user_id``, that user's only."""
-        return self.store.history(record_id, None if user_id is None else validate_user_id(user_id))
+    def history(self, record_id: str, /, *, user_id: str) -> list[HistoryEntry]:
+        """What the user's record was before each update or delete, oldest first."""
+        return self.store.history(validate_id(record_id, "record_id"), validate_scope(user_id).user_id)
 
     # -- change ------------------------------------------------------------------------------
     def update(
@@ -345,9 +249,9 @@ class Memory:
         record_id: str,
         /,
         *,
+        user_id: str,
         value: str | None = None,
         metadata: Mapping[str, MetadataValue] | None = None,
-        user_id: str | None = None,
     ) -> MemoryRecord:
         """Replace a record's value (its key follows) and/or metadata; the old version goes to history."""
         if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -359,33 +263,37 @@ class Memory:
             old = self.get(record_id, user_id=user_id)
             changes: dict[str, Any] = {"recorded_at": utc_now()}
             if value is not None:
-                changes.update(value=value, key=self._expanded_keys([key_for_text(value, self.config.key)], [value])[0])
+                changes.update(value=value, key=self.writer.key_of(value))
             if extra is not None:
                 changes["metadata"] = extra
             new = old.model_copy(update=changes)
+            self.writer.write([new], replace=True)
             self.store.log([HistoryEntry(record_id=old.id, event="update", previous=old, changed_at=new.recorded_at)])
-            self._write([new], replace=True)
         return new
 
-    def delete(self, record_id: str, /, *, user_id: str | None = None) -> None:
+    def delete(self, record_id: str, /, *, user_id: str) -> None:
+        """Forget one of the user's records; its last version goes to history."""
         with self._lock:
             old = self.get(record_id, user_id=user_id)
-            self.store.log([HistoryEntry(record_id=old.id, event="delete", previous=old, changed_at=utc_now())])
             self.store.delete([old.id], old.user_id)
+            self.store.log([HistoryEntry(record_id=old.id, event="delete", previous=old, changed_at=utc_now())])
 
-    def delete_all(self, user_id: str, /) -> int:
-        """Forget everything about ``user_id`` (records and their history). Other users are untouched."""
-        user_id = validate_user_id(user_id)
+    def delete_all(self, *, user_id: str, agent_id: str | None = None, run_id: str | None = None) -> int:
+        """Forget every record of the scope and its history. Other users (and agents, runs) are untouched."""
+        scope = validate_scope(user_id, agent_id, run_id)
         with self._lock:
-            ids = sorted(self.store.existing_ids_where({"user_id": user_id}))
-            self.store.delete(ids, user_id)
-            self.store.forget_history(user_id)
+            ids = sorted(self.store.existing_ids_where(where_clause(scope)))
+            self.store.delete(ids, scope.user_id)
+            self.store.forget_history(scope.user_id, None if scope == Scope(user_id=scope.user_id) else ids)
         return len(ids)
 
     # -- move --------------------------------------------------------------------------------
-    def export(self, user_id: str, destination: str | Path | IO[str], /) -> int:
-        """Write a user's records as JSONL (one ``MemoryRecord`` a line). Returns how many."""
-        records = self.get_all(user_id)
+    def export(
+        self, destination: str | Path | IO[str], /, *, user_id: str, agent_id: str | None = None,
+        run_id: str | None = None,
+    ) -> int:
+        """Write the scope's records as JSONL (one ``MemoryRecord`` a line). Returns how many."""
+        records = self.get_all(user_id=user_id, agent_id=agent_id, run_id=run_id)
         lines = "".join(r.model_dump_json() + "\n" for r in records)
         if isinstance(destination, (str, Path)):
             Path(destination).write_text(lines, encoding="utf-8")
@@ -393,87 +301,141 @@ class Memory:
             destination.write(lines)
         return len(records)
 
-    def import_(self, source: str | Path | Iterable[str], /, *, user_id: str | None = None) -> int:
-        """Read JSONL written by ``export``; ``user_id`` moves the records to another user.
+    def import_(self, source: str | Path | Iterable[str], /, *, user_id: str, as_user: str | None = None) -> int:
+        """Read JSONL written by ``export`` of ``user_id``; ``as_user`` stores the records as that user's.
 
-        Every line is checked before anything is written, so a bad file changes nothing.
+        Every line is checked before anything is written, so a bad file changes nothing: a record of
+        another user than ``user_id``, or one whose id another user's record holds, is refused.
         """
-        lines = Path(source).read_text(encoding="utf-8").splitlines() if isinstance(source, (str, Path)) else source
-        records: list[MemoryRecord] = []
-        seen: dict[str, int] = {}
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = MemoryRecord.model_validate(json.loads(line))
-            except ValueError as exc:
-                raise InputError(f"line {number}", f"is not a memagent record: {exc}") from exc
-            if user_id is not None:
-                record = _moved(record, validate_user_id(user_id))
-            if record.id in seen:
-                raise InputError(f"line {number}", f"repeats record id {record.id!r} (line {seen[record.id]})")
-            seen[record.id] = number
-            records.append(record)
+        owner = validate_scope(user_id).user_id
+        target = owner if as_user is None else validate_id(as_user, "as_user")
+        records = [_moved(r, target) for r in _read_export(source, owner)]
         with self._lock:
-            self._write(records, replace=True)
+            taken = [r for r in self.store.get([r.id for r in records]) if r.user_id != target]
+            if taken:
+                raise InputError("source", f"record {taken[0].id!r} belongs to another user; nothing was imported")
+            self.writer.write(records, replace=True)
         return len(records)
+
+
+def _cached(embedder: Embedder | None, config: MemoryConfig, cache_dir: Path) -> Embedder:
+    """The embedder (the config's when none is given) behind a cache by content hash."""
+    if embedder is None:
+        options = config.embedder
+        embedder = SentenceTransformerEmbedder(options.model, device=options.device, batch_size=options.batch_size)
+    if isinstance(embedder, CachedEmbedder):
+        return embedder
+    return CachedEmbedder(embedder, config.embedder.cache_path or cache_dir / "embedding_cache.sqlite")
+
+
+def _read_export(source: str | Path | Iterable[str], owner: str) -> list[MemoryRecord]:
+    """Every record of an export file, each checked; ``InputError`` names the first bad line."""
+    if isinstance(source, (str, Path)):
+        lines: Iterable[str] = Path(source).read_text(encoding="utf-8").splitlines()
+    elif isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
+        lines = source
+    else:
+        raise InputError("source", f"must be a path or an iterable of JSONL lines, got {type(source).__name__}")
+    records: list[MemoryRecord] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not isinstance(line, str):
+            raise InputError(f"line {number}", f"must be a string, got {type(line).__name__}")
+        if not line.strip():
+            continue
+        try:
+            record = MemoryRecord.model_validate(json.loads(line))
+        except ValueError as exc:
+            raise InputError(f"line {number}", f"is not a memagent record: {exc}") from exc
+        _check_imported(record, f"line {number}", owner)
+        if record.id in seen:
+            raise InputError(f"line {number}", f"repeats record id {record.id!r} (line {seen[record.id]})")
+        seen[record.id] = number
+        records.append(record)
+    return records
+
+
+def _check_imported(record: MemoryRecord, where: str, owner: str) -> None:
+    """The checks ``add`` makes on its input, made on a record read from a file."""
+    for name in ("id", "user_id", "session_id"):
+        validate_id(getattr(record, name), f"{where}.{name}")
+    for name in ("agent_id", "run_id"):
+        if getattr(record, name) is not None:
+            validate_id(getattr(record, name), f"{where}.{name}")
+    if record.user_id != owner:
+        raise InputError(f"{where}.user_id", f"is {record.user_id!r}, not {owner!r}: pass as_user= to move records")
+    for name in ("timestamp", "recorded_at"):
+        parse_timestamp(getattr(record, name), field=f"{where}.{name}")
+    for name, text in (("value", record.value), ("key", record.key)):
+        if not text.strip():
+            raise InputError(f"{where}.{name}", "is empty")
+    _validate_metadata(record.metadata, field=f"{where}.metadata")
 
 
 def _moved(record: MemoryRecord, user_id: str) -> MemoryRecord:
     """The record as another user's, its id derived by the rule that made it (session or round)."""
-    is_session_record = record.id == record_id(record.user_id, record.session_id, "")
-    new_id = record_id(user_id, record.session_id, "" if is_session_record else record.value)
+    if record.user_id == user_id:
+        return record
+    old, new = (Scope(user_id=u, agent_id=record.agent_id, run_id=record.run_id) for u in (record.user_id, user_id))
+    is_session_record = record.id == record_id(old, record.session_id, "")
+    new_id = record_id(new, record.session_id, "" if is_session_record else record.value)
     return record.model_copy(update={"user_id": user_id, "id": new_id})
 
 
-def _validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, MetadataValue]:
+def _validate_metadata(metadata: Mapping[str, Any] | None, field: str = "metadata") -> dict[str, MetadataValue]:
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
-        raise InputError("metadata", f"must be a dict, got {type(metadata).__name__}")
+        raise InputError(field, f"must be a dict, got {type(metadata).__name__}")
     for name, value in metadata.items():
         if not isinstance(name, str) or not name:
-            raise InputError("metadata", f"keys must be non-empty strings, got {name!r}")
+            raise InputError(field, f"keys must be non-empty strings, got {name!r}")
         if not isinstance(value, (str, int, float, bool)):
-            raise InputError(f"metadata.{name}", f"must be a str, int, float or bool, got {type(value).__name__}")
+            raise InputError(f"{field}.{name}", f"must be a str, int, float or bool, got {type(value).__name__}")
     return dict(metadata)
 
 
+# -- asyncio --------------------------------------------------------------------------------------
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _in_thread(method: Callable[Concatenate[Memory, P], R]) -> Callable[Concatenate[AsyncMemory, P], Awaitable[R]]:
+    """``Memory.method`` as a coroutine run in a worker thread, with the same signature and docs."""
+
+    @functools.wraps(method)
+    async def run(self: AsyncMemory, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(method, self.sync, *args, **kwargs)
+
+    return run
+
+
 class AsyncMemory:
-    """``Memory`` for asyncio code: the same methods, run in a worker thread. No second copy of logic."""
+    """``Memory`` for asyncio code: the same methods and signatures, each run in a worker thread.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.sync = Memory(*args, **kwargs)
+    ``Memory``'s locks keep the store and each model safe when several awaits run at once.
+    """
 
-    async def add(self, *args: Any, **kwargs: Any) -> list[MemoryRecord]:
-        return await asyncio.to_thread(self.sync.add, *args, **kwargs)
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        path: str | Path | None = None,
+        embedder: Embedder | None = None,
+        llm: LLM | None = None,
+        expander: Expander | None = None,
+        client: Any | None = None,
+    ) -> None:
+        self.sync = Memory(config, path=path, embedder=embedder, llm=llm, expander=expander, client=client)
 
-    async def search(self, *args: Any, **kwargs: Any) -> list[Hit]:
-        return await asyncio.to_thread(self.sync.search, *args, **kwargs)
-
-    async def answer(self, *args: Any, **kwargs: Any) -> Answer:
-        return await asyncio.to_thread(self.sync.answer, *args, **kwargs)
-
-    async def get(self, *args: Any, **kwargs: Any) -> MemoryRecord:
-        return await asyncio.to_thread(self.sync.get, *args, **kwargs)
-
-    async def get_all(self, *args: Any, **kwargs: Any) -> list[MemoryRecord]:
-        return await asyncio.to_thread(self.sync.get_all, *args, **kwargs)
-
-    async def history(self, *args: Any, **kwargs: Any) -> list[HistoryEntry]:
-        return await asyncio.to_thread(self.sync.history, *args, **kwargs)
-
-    async def update(self, *args: Any, **kwargs: Any) -> MemoryRecord:
-        return await asyncio.to_thread(self.sync.update, *args, **kwargs)
-
-    async def delete(self, *args: Any, **kwargs: Any) -> None:
-        return await asyncio.to_thread(self.sync.delete, *args, **kwargs)
-
-    async def delete_all(self, *args: Any, **kwargs: Any) -> int:
-        return await asyncio.to_thread(self.sync.delete_all, *args, **kwargs)
-
-    async def export(self, *args: Any, **kwargs: Any) -> int:
-        return await asyncio.to_thread(self.sync.export, *args, **kwargs)
-
-    async def import_(self, *args: Any, **kwargs: Any) -> int:
-        return await asyncio.to_thread(self.sync.import_, *args, **kwargs)
+    add = _in_thread(Memory.add)
+    search = _in_thread(Memory.search)
+    answer = _in_thread(Memory.answer)
+    get = _in_thread(Memory.get)
+    get_all = _in_thread(Memory.get_all)
+    history = _in_thread(Memory.history)
+    update = _in_thread(Memory.update)
+    delete = _in_thread(Memory.delete)
+    delete_all = _in_thread(Memory.delete_all)
+    export = _in_thread(Memory.export)
+    import_ = _in_thread(Memory.import_)

@@ -9,7 +9,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from memagent._time import parse_timestamp
+from memagent._time import parse_timestamp as parse_timestamp  # public here: the spellings accepted
 from memagent.errors import InputError
 
 _BARE_DATE = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
@@ -38,6 +38,8 @@ class MemoryRecord(BaseModel):
     id: str
     user_id: str
     session_id: str
+    agent_id: str | None = Field(default=None, description="the agent the memory was told to, when scoped by agent")
+    run_id: str | None = Field(default=None, description="the run (one conversation or task), when scoped by run")
     round_index: int = Field(ge=0, description="position of the round in its session; 0 for a session record")
     value: str
     key: str
@@ -135,10 +137,61 @@ def validate_messages(messages: object, *, max_chars: int) -> list[Message]:
     return checked
 
 
+class Scope(BaseModel):
+    """Whose memories a call reads or writes: always one user, optionally narrowed to one agent and/or
+    one run (mem0's three scopes). A record stored with an agent or run is found by a search of the
+    user alone, and by a search narrowed to that agent or run; never by another user's."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    agent_id: str | None = None
+    run_id: str | None = None
+
+    def holds(self, record: MemoryRecord) -> bool:
+        """Whether ``record`` is inside this scope (the same test the store's filter makes)."""
+        return (record.user_id == self.user_id
+                and self.agent_id in (None, record.agent_id) and self.run_id in (None, record.run_id))
+
+
+MAX_ID_CHARS = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_id(value: object, field: str) -> str:
+    """An id (user, agent, run, session, record): a non-empty string of at most 256 printable characters.
+
+    Control characters are refused because ids are joined and hashed; a NUL inside one id could
+    otherwise pass for the boundary between two.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(field, f"must be a non-empty string, got {_short(value)}")
+    if len(value) > MAX_ID_CHARS:
+        raise InputError(field, f"has {len(value)} characters, over the limit of {MAX_ID_CHARS}")
+    if _CONTROL.search(value):
+        raise InputError(field, f"must not contain control characters, got {_short(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(field, f"is not valid Unicode (a lone surrogate?): {_short(value)}") from None
+    return value
+
+
 def validate_user_id(user_id: object, field: str = "user_id") -> str:
-    if not isinstance(user_id, str) or not user_id.strip():
-        raise InputError(field, f"must be a non-empty string, got {user_id!r}")
-    return user_id
+    return validate_id(user_id, field)
+
+
+def validate_scope(user_id: object, agent_id: object = None, run_id: object = None) -> Scope:
+    return Scope(
+        user_id=validate_id(user_id, "user_id"),
+        agent_id=None if agent_id is None else validate_id(agent_id, "agent_id"),
+        run_id=None if run_id is None else validate_id(run_id, "run_id"),
+    )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def coerce_filters(filters: SearchFilters | Mapping[str, object] | None) -> SearchFilters:

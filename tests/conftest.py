@@ -9,7 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from memagent import Memory, MemoryConfig, SentenceTransformerEmbedder  # noqa: E402
+from memagent import LLM, Memory, MemoryConfig, SentenceTransformerEmbedder  # noqa: E402
+from memagent.index.keys import Expander  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -21,8 +22,10 @@ def embedder() -> SentenceTransformerEmbedder:
 def make_memory(tmp_path: Path, embedder: SentenceTransformerEmbedder):
     """Build a Memory on a folder of this test (default: tmp_path/store) with the shared embedder."""
 
-    def make(path: Path | None = None, **settings: object) -> Memory:
-        return Memory(MemoryConfig(**settings), path=path or tmp_path / "store", embedder=embedder)
+    def make(path: Path | None = None, *, llm: LLM | None = None, expander: Expander | None = None,
+             **settings: object) -> Memory:
+        return Memory(MemoryConfig(**settings), path=path or tmp_path / "store", embedder=embedder, llm=llm,
+                      expander=expander)
 
     return make
 

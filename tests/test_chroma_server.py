@@ -57,7 +57,7 @@ def test_memory_on_a_chroma_server_keeps_users_apart(chroma_url: str, tmp_path: 
     memory.add(exchange("My locker code is 4417"), user_id="bob", session_id="s1")
     (hit,) = memory.search("greyhound Pixel locker code 4417", user_id="ana", k=5)
     assert hit.record.user_id == "ana" and hit.why["lexical"] == 1
-    assert memory.delete_all("bob") == 1
+    assert memory.delete_all(user_id="bob") == 1
     # a second client on the same server sees the change (no state only one process can see)
     other = Memory(config, embedder=embedder)
-    assert other.get_all("bob") == [] and len(other.get_all("ana")) == 1
+    assert other.get_all(user_id="bob") == [] and len(other.get_all(user_id="ana")) == 1

@@ -86,31 +86,28 @@ FACTS_REPLY = '```json\n["The user adopted a greyhound named Pixel."]\n```'
 
 def test_fact_keys_are_merged_first_and_found_by_what_only_the_facts_say(make_memory) -> None:
     llm = ScriptedLLM(FACTS_REPLY)
-    memory = make_memory(expansion={"kind": "facts"}, retrieval={"retrievers": ["lexical"]})
-    memory._llm = llm
+    memory = make_memory(expansion={"kind": "facts"}, retrieval={"retrievers": ["lexical"]}, llm=llm)
     [record] = memory.add(exchange("We brought her home from the shelter, she is called Pixel."), user_id="u",
                           session_id="s1")
     assert record.value.startswith("user: We brought her home")  # the value is what was said, unchanged
     assert record.key.startswith("The user adopted a greyhound named Pixel.\n")
     assert memory.search("greyhound", user_id="u", k=1)[0].record.id == record.id  # only the fact says it
     calls = len(llm.calls)
-    again = make_memory(path=memory.config.store.path, expansion={"kind": "facts"})
-    again._llm = llm
+    again = make_memory(path=memory.config.store.path, expansion={"kind": "facts"}, llm=llm)
     again.add(exchange("We brought her home from the shelter, she is called Pixel."), user_id="v", session_id="s1")
     assert len(llm.calls) == calls  # the same value is expanded once, from the cache
 
 
 def test_a_fact_reply_that_fails_validation_adds_nothing_and_stores_the_round(make_memory) -> None:
-    memory = make_memory(expansion={"kind": "facts"})
-    memory._llm = ScriptedLLM("Sure! Here are some facts about the user.")
+    memory = make_memory(expansion={"kind": "facts"}, llm=ScriptedLLM("Sure! Here are some facts about the user."))
     [record] = memory.add(exchange("I moved to Lyon."), user_id="u", session_id="s1")
     assert record.key == record.value
     assert memory.expander.inner.rejected == 1
 
 
 def test_session_records_are_expanded_as_a_whole(make_memory) -> None:
-    memory = make_memory(granularity="session", expansion={"kind": "facts"})
-    memory._llm = ScriptedLLM(lambda messages: f'["fact about: {messages[-1]["content"][6:21]}"]')
+    memory = make_memory(granularity="session", expansion={"kind": "facts"},
+                         llm=ScriptedLLM(lambda messages: f'["fact about: {messages[-1]["content"][6:21]}"]'))
     memory.add(exchange("I moved to Lyon."), user_id="u", session_id="s1")
     [record] = memory.add(exchange("I work at a bakery."), user_id="u", session_id="s1")
     assert record.key.splitlines()[0] == "fact about: I moved to Lyon"  # one expansion, first, for the whole session
@@ -169,10 +166,9 @@ def test_surprising_words_sum_token_surprisal_and_skip_stopwords_and_roles() -> 
 
 
 def test_keyphrase_expansion_runs_on_the_scripted_model(make_memory) -> None:
-    memory = make_memory(expansion={"kind": "keyphrases", "keyphrases": 2})
     from memagent.index.keys import Keyphrases
 
-    memory._expander = CachedExpander(Keyphrases(ScriptedLLM(""), n=2), memory._expansion_cache)
+    memory = make_memory(expansion={"kind": "keyphrases", "keyphrases": 2}, expander=Keyphrases(ScriptedLLM(""), n=2))
     [record] = memory.add(exchange("We adopted a greyhound", "Lovely"), user_id="u", session_id="s1")
     # the scripted model scores a word by its length: the two longest content words lead the key
     assert record.key.splitlines()[0] == "greyhound, adopted"

@@ -25,13 +25,13 @@ def test_a_session_is_stored_as_rounds_with_their_fields(memory: Memory) -> None
     assert first.value == "user: I adopted a greyhound called Pixel\nassistant: Congratulations!"
     assert first.timestamp == datetime(2023, 5, 20, 2, 21, tzinfo=timezone.utc)
     assert first.recorded_at > first.timestamp
-    assert memory.get(first.id) == first
+    assert memory.get(first.id, user_id="ana") == first
 
 
 def test_adding_the_same_exchange_twice_stores_it_once(memory: Memory) -> None:
     added = memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1", timestamp=MAY)
     assert memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1", timestamp=MAY) == []
-    assert [r.id for r in memory.get_all("ana")] == [added[0].id]
+    assert [r.id for r in memory.get_all(user_id="ana")] == [added[0].id]
 
 
 def test_exchanges_added_one_by_one_continue_the_round_index(memory: Memory) -> None:
@@ -64,7 +64,7 @@ def test_a_user_never_sees_another_users_records_also_through_bm25(make_memory) 
     assert ids(lexical_only.search("locker code 4417 zebra", user_id="ana", k=10)) == []
     assert len(lexical_only.search("locker code 4417 zebra", user_id="bob", k=10)) == 1
     with pytest.raises(RecordNotFound):
-        memory.get(memory.get_all("bob")[0].id, user_id="ana")
+        memory.get(memory.get_all(user_id="bob")[0].id, user_id="ana")
 
 
 def test_filters_on_session_metadata_and_time(memory: Memory) -> None:
@@ -96,10 +96,10 @@ def test_delete_all_forgets_one_user_only(memory: Memory) -> None:
     memory.add(exchange("ana's secret"), user_id="ana", session_id="s1")
     memory.add(exchange("bob's secret"), user_id="bob", session_id="s1")
     memory.add(exchange("bob's other secret"), user_id="bob", session_id="s2")
-    assert memory.delete_all("bob") == 2
-    assert memory.get_all("bob") == []
+    assert memory.delete_all(user_id="bob") == 2
+    assert memory.get_all(user_id="bob") == []
     assert memory.search("secret", user_id="bob") == []
-    assert [r.value for r in memory.get_all("ana")] == ["user: ana's secret\nassistant: Noted."]
+    assert [r.value for r in memory.get_all(user_id="ana")] == ["user: ana's secret\nassistant: Noted."]
 
 
 def test_a_new_memory_on_the_same_folder_sees_everything(make_memory, tmp_path) -> None:
@@ -114,10 +114,10 @@ def test_a_new_memory_on_the_same_folder_sees_everything(make_memory, tmp_path) 
 def test_update_keeps_history_and_search_follows_the_new_value(memory: Memory) -> None:
     (record,) = memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1")
     memory.search("Porto", user_id="ana")  # builds the lexical index before the change
-    updated = memory.update(record.id, value="user: I moved to Madrid", metadata={"verified": True})
-    assert memory.get(record.id).value == "user: I moved to Madrid"
+    updated = memory.update(record.id, user_id="ana", value="user: I moved to Madrid", metadata={"verified": True})
+    assert memory.get(record.id, user_id="ana").value == "user: I moved to Madrid"
     assert updated.metadata == {"verified": True}
-    (entry,) = memory.history(record.id)
+    (entry,) = memory.history(record.id, user_id="ana")
     assert entry.event == "update" and entry.previous.value == record.value
     assert memory.search("Porto", user_id="ana", filters=None, k=5)[0].why.get("lexical") is None
     assert memory.search("Madrid", user_id="ana")[0].why["lexical"] == 1
@@ -127,11 +127,11 @@ def test_delete_removes_from_both_retrievers_and_logs_history(memory: Memory) ->
     (record,) = memory.add(exchange("My bike is a red Brompton"), user_id="ana", session_id="s1")
     memory.add(exchange("I like tea"), user_id="ana", session_id="s2")
     memory.search("Brompton", user_id="ana")
-    memory.delete(record.id)
+    memory.delete(record.id, user_id="ana")
     assert record.id not in ids(memory.search("red Brompton bike", user_id="ana", k=5))
-    assert memory.history(record.id)[0].event == "delete"
+    assert memory.history(record.id, user_id="ana")[0].event == "delete"
     with pytest.raises(RecordNotFound, match="id: no memory record"):
-        memory.get(record.id)
+        memory.get(record.id, user_id="ana")
 
 
 def test_export_import_round_trip(make_memory, tmp_path) -> None:
@@ -139,21 +139,21 @@ def test_export_import_round_trip(make_memory, tmp_path) -> None:
     source.add(exchange("I play the cello"), user_id="ana", session_id="s1", timestamp=MAY, metadata={"mood": "happy"})
     source.add(exchange("I run on Sundays"), user_id="ana", session_id="s2", timestamp=MAY)
     buffer = io.StringIO()
-    assert source.export("ana", buffer) == 2
+    assert source.export(buffer, user_id="ana") == 2
     target = make_memory(path=tmp_path / "b")
-    assert target.import_(buffer.getvalue().splitlines()) == 2
-    assert target.get_all("ana") == source.get_all("ana")
+    assert target.import_(buffer.getvalue().splitlines(), user_id="ana") == 2
+    assert target.get_all(user_id="ana") == source.get_all(user_id="ana")
     assert target.search("cello", user_id="ana", k=1)[0].record.metadata == {"mood": "happy"}
-    target.import_(buffer.getvalue().splitlines(), user_id="eve")
-    assert {r.value for r in target.get_all("eve")} == {r.value for r in source.get_all("ana")}
+    target.import_(buffer.getvalue().splitlines(), user_id="ana", as_user="eve")
+    assert {r.value for r in target.get_all(user_id="eve")} == {r.value for r in source.get_all(user_id="ana")}
 
 
 def test_a_bad_import_line_changes_nothing(memory: Memory) -> None:
     memory.add(exchange("I play the cello"), user_id="ana", session_id="s1")
-    good = memory.get_all("ana")[0].model_dump_json()
+    good = memory.get_all(user_id="ana")[0].model_dump_json()
     with pytest.raises(InputError, match=r"^line 2: "):
-        memory.import_([good.replace("cello", "piano"), '{"id": "x"}'])
-    assert [r.value for r in memory.get_all("ana")] == ["user: I play the cello\nassistant: Noted."]
+        memory.import_([good.replace("cello", "piano"), '{"id": "x"}'], user_id="ana")
+    assert [r.value for r in memory.get_all(user_id="ana")] == ["user: I play the cello\nassistant: Noted."]
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ def test_bad_messages_name_the_field_and_keep_what_was_stored(make_memory, messa
     memory.add(exchange("kept"), user_id="ana", session_id="s1")
     with pytest.raises(InputError, match=field):
         memory.add(messages, user_id="ana", session_id="s1")
-    assert [r.value for r in memory.get_all("ana")] == ["user: kept\nassistant: Noted."]
+    assert [r.value for r in memory.get_all(user_id="ana")] == ["user: kept\nassistant: Noted."]
 
 
 @pytest.mark.parametrize(
@@ -210,7 +210,7 @@ def test_session_granularity_grows_one_record_per_session(make_memory) -> None:
     memory.add(exchange("I adopted a greyhound"), user_id="ana", session_id="s1", timestamp=MAY)
     memory.add(exchange("She is called Pixel"), user_id="ana", session_id="s1", timestamp="2023-05-21T00:00")
     assert memory.add(exchange("She is called Pixel"), user_id="ana", session_id="s1") == []
-    (record,) = memory.get_all("ana")
+    (record,) = memory.get_all(user_id="ana")
     assert record.value.count("user:") == 2 and record.timestamp.day == 20
     assert memory.search("greyhound Pixel", user_id="ana")[0].record.id == record.id
 
@@ -233,7 +233,7 @@ def test_async_memory_wraps_the_same_logic(tmp_path, embedder) -> None:
 
 def test_round_index_continues_after_a_delete(memory: Memory) -> None:
     a, b, c = memory.add(exchange("a") + exchange("b") + exchange("c"), user_id="ana", session_id="s1")
-    memory.delete(a.id)
+    memory.delete(a.id, user_id="ana")
     (d,) = memory.add(exchange("d"), user_id="ana", session_id="s1")
     assert d.round_index == 3
 
@@ -244,7 +244,7 @@ def test_resending_the_whole_session_stores_only_the_new_rounds(make_memory) -> 
         user = f"ana-{granularity}"
         memory.add(exchange("first"), user_id=user, session_id="s1")
         memory.add(exchange("first") + exchange("second"), user_id=user, session_id="s1")
-        values = "\n".join(r.value for r in memory.get_all(user))
+        values = "\n".join(r.value for r in memory.get_all(user_id=user))
         assert values.count("user: first") == 1 and values.count("user: second") == 1, granularity
 
 
@@ -252,22 +252,22 @@ def test_session_granularity_keeps_a_round_that_is_a_prefix_of_a_stored_one(make
     memory = make_memory(granularity="session")
     memory.add([{"role": "user", "content": "I like tea and coffee"}], user_id="ana", session_id="s1")
     assert memory.add([{"role": "user", "content": "I like tea"}], user_id="ana", session_id="s1") != []
-    assert memory.get_all("ana")[0].value == "user: I like tea and coffee\nuser: I like tea"
+    assert memory.get_all(user_id="ana")[0].value == "user: I like tea and coffee\nuser: I like tea"
 
 
 def test_update_replaces_metadata_in_the_store(memory: Memory) -> None:
     (record,) = memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1", metadata={"a": 1})
-    memory.update(record.id, metadata={"b": 2})
-    assert memory.get(record.id).metadata == {"b": 2}
+    memory.update(record.id, user_id="ana", metadata={"b": 2})
+    assert memory.get(record.id, user_id="ana").metadata == {"b": 2}
     assert memory.search("Porto", user_id="ana", filters={"metadata": {"a": 1}}) == []
 
 
 def test_retelling_the_original_fact_after_an_update_is_remembered(memory: Memory) -> None:
     (record,) = memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1")
-    memory.update(record.id, value="user: I live in Madrid")
+    memory.update(record.id, user_id="ana", value="user: I live in Madrid")
     (again,) = memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1")
     assert again.id != record.id
-    assert {r.value.splitlines()[0] for r in memory.get_all("ana")} == {"user: I live in Madrid", "user: I live in Porto"}
+    assert {r.value.splitlines()[0] for r in memory.get_all(user_id="ana")} == {"user: I live in Madrid", "user: I live in Porto"}
 
 
 def test_a_second_memory_on_the_same_store_sees_the_others_writes(make_memory, tmp_path) -> None:
@@ -276,7 +276,7 @@ def test_a_second_memory_on_the_same_store_sees_the_others_writes(make_memory, t
     (zebra,) = one.add(exchange("the zebra escaped"), user_id="ana", session_id="s1")
     assert len(one.search("zebra", user_id="ana")) == 1  # one's index is built now
     two.add(exchange("the giraffe escaped"), user_id="ana", session_id="s2")
-    two.delete(zebra.id)
+    two.delete(zebra.id, user_id="ana")
     assert [h.record.value for h in one.search("escaped giraffe zebra", user_id="ana")] == [
         "user: the giraffe escaped\nassistant: Noted."
     ]
@@ -286,26 +286,26 @@ def test_import_under_another_user_keeps_session_records_addressable(make_memory
     source = make_memory(path=tmp_path / "a", granularity="session")
     source.add(exchange("first"), user_id="ana", session_id="s1")
     buffer = io.StringIO()
-    source.export("ana", buffer)
+    source.export(buffer, user_id="ana")
     lines = buffer.getvalue().splitlines()
     target = make_memory(path=tmp_path / "b", granularity="session")
-    target.import_(lines, user_id="eve")
+    target.import_(lines, user_id="ana", as_user="eve")
     target.add(exchange("second"), user_id="eve", session_id="s1")
-    (record,) = target.get_all("eve")
+    (record,) = target.get_all(user_id="eve")
     assert record.value.count("user:") == 2
 
 
 def test_more_bad_input_is_refused_with_the_field(memory: Memory) -> None:
     memory.add(exchange("kept"), user_id="ana", session_id="s1")
-    line = memory.get_all("ana")[0].model_dump_json()
+    line = memory.get_all(user_id="ana")[0].model_dump_json()
     with pytest.raises(InputError, match=r"^line 2: repeats record id"):
-        memory.import_([line, line])
+        memory.import_([line, line], user_id="ana")
     with pytest.raises(InputError, match=r"^filters\.session_ids: "):
         memory.search("kept", user_id="ana", filters={"session_ids": []})
     for bad in (float("nan"), 1e20):
         with pytest.raises(InputError, match=r"^timestamp: "):
             memory.add(exchange("x"), user_id="ana", session_id="s2", timestamp=bad)
-    assert [r.value for r in memory.get_all("ana")] == ["user: kept\nassistant: Noted."]
+    assert [r.value for r in memory.get_all(user_id="ana")] == ["user: kept\nassistant: Noted."]
 
 
 def test_filter_bounds_are_utc_and_a_bare_end_date_covers_that_day(memory: Memory) -> None:
@@ -318,6 +318,6 @@ def test_filter_bounds_are_utc_and_a_bare_end_date_covers_that_day(memory: Memor
 
 def test_history_can_be_scoped_to_its_user(memory: Memory) -> None:
     (record,) = memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1")
-    memory.update(record.id, value="user: I live in Madrid")
+    memory.update(record.id, user_id="ana", value="user: I live in Madrid")
     assert len(memory.history(record.id, user_id="ana")) == 1
     assert memory.history(record.id, user_id="bob") == []

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from evals.haystack import format_lme_date
+from ..haystack import format_lme_date
 
 QUESTION_TYPES = {1: "multi-hop", 2: "temporal-reasoning", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
 ADVERSARIAL = 5  # the answer is not in the conversation: LongMemEval's abstention ("_abs") case

@@ -10,7 +10,7 @@ import re
 import string
 from collections import Counter
 
-from evals.longmemeval.load import Item
+from .load import Item
 from memagent.llm.base import LLM
 
 _CHECK = (

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.longmemeval.metrics import KS
+from .metrics import KS
 
 TABLE_METRICS = ("recall_any@5", "recall_all@5", "ndcg_any@5", "recall_all@10", "recall_all@30")
 

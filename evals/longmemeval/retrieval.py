@@ -18,11 +18,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from evals.longmemeval.load import Item
-from memagent import Embedder, Memory, MemoryConfig
+from .load import Item
+from memagent import Embedder, Memory, MemoryConfig, MemoryRecord
 from memagent.index.decompose import split_rounds
 from memagent.index.keys import prompt_version
-from memagent.memory import record_id
 from memagent.schema import Message
 
 
@@ -80,8 +79,15 @@ class Corpus:
     """The official retrieval corpus of one item, and where each memagent record lands in it."""
 
     ids: list[str]
-    indices_of_record: dict[str, list[int]]  # a repeated round is one record for several turns
+    # (session, round value) or (session, "") for a session record -> corpus positions; a repeated
+    # round is one record for several turns
+    indices_of_record: dict[tuple[str, str], list[int]]
     level: str  # 'session' or 'turn'
+
+
+def record_key(record: MemoryRecord, corpus: Corpus) -> tuple[str, str]:
+    """Where a stored record sits in ``corpus``: by its session and value, as memagent stored it."""
+    return (record.session_id, "" if corpus.level == "session" else record.value)
 
 
 def haystack_user(item: Item) -> str:
@@ -98,14 +104,13 @@ def messages_of(session: list[Any]) -> list[Message]:
 
 
 def build_corpus(item: Item, granularity: str) -> Corpus:
-    user = haystack_user(item)
     ids: list[str] = []
-    indices_of_record: dict[str, list[int]] = {}
+    indices_of_record: dict[tuple[str, str], list[int]] = {}
     for position, (sid, session) in enumerate(zip(item.haystack_session_ids, item.haystack_sessions)):
         user_turns = [t for t in session if t.role == "user"]
         if granularity == "session":
             evidence = any(t.has_answer for t in user_turns)
-            indices_of_record[record_id(user, session_key(position), "")] = [len(ids)]
+            indices_of_record[(session_key(position), "")] = [len(ids)]
             ids.append(sid if "answer" not in sid or evidence else sid.replace("answer", "noans"))
             continue
         turn_id_of: dict[int, str] = {}  # index of the user turn in the session -> official id
@@ -119,8 +124,7 @@ def build_corpus(item: Item, granularity: str) -> Corpus:
             first = opening[cursor]
             cursor += len(round_.messages)
             if first in turn_id_of:  # a round opened by a reply has no user turn in the corpus
-                rid = record_id(user, session_key(position), round_.value)
-                indices_of_record.setdefault(rid, []).append(len(ids))
+                indices_of_record.setdefault((session_key(position), round_.value), []).append(len(ids))
                 ids.append(turn_id_of[first])
     return Corpus(ids, indices_of_record, "session" if granularity == "session" else "turn")
 
@@ -175,7 +179,8 @@ class HaystackIndex:
         asked = item.question_date if self.memory.config.retrieval.time_aware else None
         hits = self.memory.search(item.question, user_id=user, k=len(corpus.ids) + len(item.haystack_sessions),
                                   question_date=asked)
-        ranking = list(dict.fromkeys(i for h in hits for i in corpus.indices_of_record.get(h.record.id, [])))
+        found = (corpus.indices_of_record.get(record_key(h.record, corpus), []) for h in hits)
+        ranking = list(dict.fromkeys(i for indices in found for i in indices))
         # records no retriever scored (BM25 without a shared word) tie for last, in corpus order
         seen = set(ranking)
         ranking += [i for i in range(len(corpus.ids)) if i not in seen]

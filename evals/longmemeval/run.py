@@ -11,9 +11,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from evals.longmemeval.load import Item
-from evals.longmemeval.metrics import score_ranking
-from evals.longmemeval.retrieval import RETRIEVERS, HaystackIndex
+from .load import Item
+from .metrics import score_ranking
+from .retrieval import RETRIEVERS, HaystackIndex
 from memagent import Embedder
 
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from memagent.index.decompose import Round
 from memagent.llm.base import LLM
-from memagent.retrieve.lexical import _STOPWORDS
+from memagent._text import STOPWORDS
 
 
 def build_key(round_: Round, kind: Literal["value", "user"]) -> str:
@@ -201,7 +201,7 @@ def surprising_words(pieces: Sequence[tuple[str, float]], n: int) -> list[str]:
     best: dict[str, float] = {}
     for match in _WORD.finditer(text):
         word = match.group(0)
-        if match.start() in roles or word.lower() in _STOPWORDS or len(word) < 3:
+        if match.start() in roles or word.lower() in STOPWORDS or len(word) < 3:
             continue
         # tokens often start with the space before a word: charge it to the word
         start = match.start() - 1 if match.start() > 0 and text[match.start() - 1] == " " else match.start()

@@ -9,6 +9,7 @@ Two operations cover them all:
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,3 +84,47 @@ class LLM(ABC):
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` in this model's tokenizer; the default is a rough 4 characters a token."""
         return max(1, len(text) // 4)
+
+
+class LockedLLM(LLM):
+    """Another ``LLM`` run by one caller at a time (an in-process model is not safe to drive from two
+    threads); ``lock`` is shared by every wrapper of the same model."""
+
+    def __init__(self, inner: LLM, lock: threading.Lock) -> None:
+        self.inner, self.lock = inner, lock
+        self.name, self.context_window = inner.name, inner.context_window
+
+    def generate(
+        self, messages: ChatMessages, *, max_new_tokens: int = 256, temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> Generation:
+        with self.lock:
+            return self.inner.generate(messages, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
+
+    def generate_batch(
+        self, conversations: Sequence[ChatMessages], *, max_new_tokens: int = 256, temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        with self.lock:
+            return self.inner.generate_batch(
+                conversations, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop
+            )
+
+    def stream(
+        self, messages: ChatMessages, *, max_new_tokens: int = 256, temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> Iterator[str]:
+        with self.lock:  # held until the stream is drained or closed
+            yield from self.inner.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
+
+    def continuation_logprobs(self, messages: ChatMessages, continuation: str) -> list[float]:
+        with self.lock:
+            return self.inner.continuation_logprobs(messages, continuation)
+
+    def text_logprobs(self, text: str) -> list[tuple[str, float]]:
+        with self.lock:
+            return self.inner.text_logprobs(text)
+
+    def count_tokens(self, text: str) -> int:
+        with self.lock:
+            return self.inner.count_tokens(text)

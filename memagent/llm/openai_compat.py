@@ -27,9 +27,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, cast
 
-import openai
+from memagent._extras import require
 
-from memagent.llm.base import LLM, ChatMessages, Generation, LLMError
+require("openai", "openai")
+
+import openai  # noqa: E402
+
+from memagent.llm.base import LLM, ChatMessages, Generation, LLMError  # noqa: E402
 
 _SCORING_HINT = "continuation scoring needs vLLM's prompt_logprobs extension (vLLM or `memagent serve`)"
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from memagent._time import from_epoch, to_epoch
 from memagent.config import StoreConfig
-from memagent.schema import HistoryEntry, MemoryRecord, SearchFilters
+from memagent.schema import HistoryEntry, MemoryRecord, Scope, SearchFilters
 
 _META_PREFIX = "meta_"  # user metadata keys are prefixed so they can never shadow ours
 Where = dict[str, Any]
@@ -40,9 +40,10 @@ def make_client(config: StoreConfig) -> Any:
     return chromadb.PersistentClient(path=str(config.path), settings=settings)
 
 
-def where_clause(user_id: str, filters: SearchFilters | None = None) -> Where:
-    """The Chroma filter for one user's records, narrowed by ``filters``."""
-    clauses: list[Where] = [{"user_id": user_id}]
+def where_clause(scope: Scope, filters: SearchFilters | None = None) -> Where:
+    """The Chroma filter for one scope's records (a user, maybe one agent or run), narrowed by ``filters``."""
+    clauses: list[Where] = [{"user_id": scope.user_id}]
+    clauses += [{name: value} for name, value in (("agent_id", scope.agent_id), ("run_id", scope.run_id)) if value]
     if filters is not None:
         if filters.session_ids is not None:
             clauses.append({"session_id": {"$in": list(filters.session_ids)}})
@@ -64,6 +65,7 @@ def record_to_metadata(record: MemoryRecord) -> dict[str, Any]:
         "timestamp": to_epoch(record.timestamp),
         "recorded_at": to_epoch(record.recorded_at),
     }
+    meta.update({name: value for name, value in (("agent_id", record.agent_id), ("run_id", record.run_id)) if value})
     meta.update({_META_PREFIX + k: v for k, v in record.metadata.items()})
     return meta
 
@@ -73,6 +75,8 @@ def record_from_chroma(record_id: str, key: str, meta: Mapping[str, Any]) -> Mem
         id=record_id,
         user_id=meta["user_id"],
         session_id=meta["session_id"],
+        agent_id=meta.get("agent_id"),
+        run_id=meta.get("run_id"),
         round_index=int(meta["round_index"]),
         value=meta["value"],
         key=key,
@@ -196,5 +200,11 @@ class ChromaStore:
         entries = [HistoryEntry.model_validate(json.loads(m["entry"])) for m in found["metadatas"]]
         return sorted(entries, key=lambda e: e.changed_at)
 
-    def forget_history(self, user_id: str) -> None:
-        self.history_log.delete(where={"user_id": user_id})
+    def forget_history(self, user_id: str, record_ids: Sequence[str] | None = None) -> None:
+        """Drop the user's history: all of it, or that of ``record_ids`` only."""
+        if record_ids is None:
+            self.history_log.delete(where={"user_id": user_id})
+            return
+        for start in range(0, len(record_ids), self._batch):
+            part = list(record_ids[start : start + self._batch])
+            self.history_log.delete(where={"$and": [{"user_id": user_id}, {"record_id": {"$in": part}}]})

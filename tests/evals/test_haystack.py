@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.haystack import build_haystack, count_tokens, filler_pool, main, parse_lme_date, session_tokens
+from memagent_evals.haystack import build_haystack, count_tokens, filler_pool, main, parse_lme_date, session_tokens
 
 OFFICIAL_KEYS = ["question_id", "question_type", "question", "answer", "question_date", "haystack_dates",
                  "haystack_session_ids", "haystack_sessions", "answer_session_ids"]

@@ -1,5 +1,5 @@
-from evals.longmemeval.judge import exact_match, judge, judge_prompt, normalize, token_f1
-from evals.longmemeval.load import Item
+from memagent_evals.longmemeval.judge import exact_match, judge, judge_prompt, normalize, token_f1
+from memagent_evals.longmemeval.load import Item
 from memagent import ScriptedLLM
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.locomo.convert import (
+from memagent_evals.locomo.convert import (
     ConversionStats,
     convert_file,
     convert_locomo,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from evals.longmemeval.load import Item, load_items, split_name
-from evals.longmemeval.retrieval import build_corpus
-from evals.longmemeval.run import has_user_evidence, run_retrieval
+from memagent_evals.longmemeval.load import Item, load_items, split_name
+from memagent_evals.longmemeval.retrieval import build_corpus
+from memagent_evals.longmemeval.run import has_user_evidence, run_retrieval
 from memagent import InputError
 
 
@@ -116,7 +116,7 @@ def test_the_official_oracle_sample_loads_without_conversion() -> None:
 
 
 def test_qa_answers_in_every_context_and_writes_official_hypotheses(tmp_path: Path, embedder) -> None:
-    from evals.longmemeval.qa import qa_table, run_qa
+    from memagent_evals.longmemeval.qa import qa_table, run_qa
     from memagent import ScriptedLLM
 
     items = load_items(write(tmp_path, [make_item(), make_item(question_id="q9_abs")]))
@@ -138,8 +138,8 @@ def test_qa_answers_in_every_context_and_writes_official_hypotheses(tmp_path: Pa
 
 
 def test_qa_scores_aggregate_per_context_and_plot_without_question_ids(tmp_path: Path) -> None:
-    from evals.longmemeval.qa import qa_scores
-    from evals.qa_plot import plot_qa
+    from memagent_evals.longmemeval.qa import qa_scores
+    from memagent_evals.qa_plot import plot_qa
 
     def row(qid: str, context: str, label: bool, f1: float) -> dict:
         return {"question_id": qid, "question_type": "single-session-user", "context": context, "label": label,
@@ -157,7 +157,7 @@ def test_qa_scores_aggregate_per_context_and_plot_without_question_ids(tmp_path:
 
 
 def test_full_history_keeps_the_newest_sessions_within_the_budget(tmp_path: Path) -> None:
-    from evals.longmemeval.qa import fit_budget, session_passages
+    from memagent_evals.longmemeval.qa import fit_budget, session_passages
     from memagent import ScriptedLLM
 
     item = Item.model_validate(make_item())
@@ -171,7 +171,7 @@ def test_full_history_keeps_the_newest_sessions_within_the_budget(tmp_path: Path
 
 
 def test_baselines_keep_every_design_switch_off_whatever_the_defaults() -> None:
-    from evals.longmemeval.retrieval import RETRIEVERS
+    from memagent_evals.longmemeval.retrieval import RETRIEVERS
     from memagent import MemoryConfig
 
     assert MemoryConfig().retrieval.time_aware  # the default turns it on ...
@@ -182,8 +182,8 @@ def test_baselines_keep_every_design_switch_off_whatever_the_defaults() -> None:
 
 
 def test_ablation_configurations_that_store_the_same_records_share_one_store(tmp_path: Path, embedder) -> None:
-    from evals.longmemeval.report import overview_table
-    from evals.longmemeval.retrieval import RETRIEVERS, HaystackIndex
+    from memagent_evals.longmemeval.report import overview_table
+    from memagent_evals.longmemeval.retrieval import RETRIEVERS, HaystackIndex
 
     def collection(name: str) -> str:
         return HaystackIndex(name, RETRIEVERS[name], tmp_path, embedder).memory.config.store.collection

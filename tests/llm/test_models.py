@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from memagent.cli import models_install, models_list
 from memagent.llm.base import LLMError
 from memagent.llm.load import load_llm
 from memagent.llm.local import LocalLLM
@@ -19,8 +20,6 @@ from memagent.llm.models import (
     WheelFile,
     install,
     installed,
-    models_install_command,
-    models_list_command,
     resolve,
 )
 from tests.llm.tiny import write_tiny_gguf
@@ -148,15 +147,15 @@ def test_load_llm_refuses_unknown_options_and_urls_without_a_model() -> None:
 
 
 def test_models_list_shows_every_packaged_model(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert models_list_command() == 0
+    assert models_list() == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["name", "installed", "size", "sha256", "path"]
     assert [line.split()[:2] for line in lines[1:]] == [[name, "no"] for name in REGISTRY]
 
 
 def test_models_install_command_reports_errors(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert models_install_command([]) == 2
-    assert models_install_command(["nope"]) == 1
+    assert models_install([]) == 2
+    assert models_install(["nope"]) == 1
     assert "nope: error: model 'nope' is not a packaged model" in capsys.readouterr().err
 
 

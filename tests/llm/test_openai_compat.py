@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from memagent.llm.base import LLMError
 from memagent.llm.openai_compat import OpenAICompatibleLLM
 from memagent.llm.scripted import ScriptedLLM
-from memagent.llm.server import create_app
-from tests.llm.test_server import LOGPROB, MODEL, REPLY, Probe, serving
+from memagent.serve.app import create_app
+from tests.serve.test_app import LOGPROB, MODEL, REPLY, Probe, serving
 
 QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is my dog called?"}]
 

@@ -31,14 +31,18 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from memagent._extras import require
 
-from memagent.errors import InputError
-from memagent.llm.base import LLM, Generation, LLMError
+require("server", "fastapi", "uvicorn")
+
+from fastapi import Depends, FastAPI, Request  # noqa: E402
+from fastapi.encoders import jsonable_encoder  # noqa: E402
+from fastapi.responses import JSONResponse, StreamingResponse  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator  # noqa: E402
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool  # noqa: E402
+
+from memagent.errors import InputError  # noqa: E402
+from memagent.llm.base import LLM, Generation, LLMError  # noqa: E402
 
 if TYPE_CHECKING:
     from memagent.memory import Memory

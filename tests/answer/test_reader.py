@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from memagent import LLMError, ScriptedLLM
-from memagent.llm.reader import Passage, answer_confidence, read, reader_messages
+from memagent.answer.reader import Passage, answer_confidence, read, reader_messages
 from tests.conftest import exchange
 
 WHEN = datetime(2024, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -82,7 +82,7 @@ def test_memory_answer_reads_the_users_own_memories(memory) -> None:
 
     answer = memory.answer("What is my dog's name?", user_id="ana", llm=ScriptedLLM(reply), question_date="2024-02-01")
     assert answer.text == "Pixel" and not answer.refused
-    assert answer.citations == [memory.get_all("ana")[0].id]
+    assert answer.citations == [memory.get_all(user_id="ana")[0].id]
 
 
 def test_a_model_failure_raises_and_is_never_a_refusal(memory) -> None:

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from memagent.llm.base import ChatMessages, LLMError
 from memagent.llm.scripted import ScriptedLLM
-from memagent.llm.server import create_app
+from memagent.serve.app import create_app
 
 MODEL = "scripted-test"
 KEY = "sk-test-key"

@@ -1,0 +1,1 @@
+"""Answering from memories: the Chain-of-Note reader, its confidence and refusal."""

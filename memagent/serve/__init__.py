@@ -1,0 +1,1 @@
+"""Serving memagent over HTTP: an OpenAI-compatible chat server (the `server` extra)."""
