@@ -1,13 +1,13 @@
 # Two entry points, each sets up .venv on first use (and reuses it after):
 #   make demo   stores a short conversation and searches it, all local (make demo-answer: and answers with the local reader)
-#   make test   runs the default test suite (slow, large-model tests are opt-in: make test-slow)
+#   make test   runs the default test suite (slow, large-model tests are opt-in: make test-slow; make lint: ruff, mypy)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-answer test test-slow bench install
+.PHONY: demo demo-answer test test-slow lint bench install
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) -m evals.bench_store --sizes 10000

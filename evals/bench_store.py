@@ -51,7 +51,8 @@ class TimedEmbedder(Embedder):
 
 
 def make_round(rng: random.Random, n: int) -> list[dict[str, str]]:
-    said = f"{rng.choice(WHEN).capitalize()} {rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} (note {n})."
+    who, did, what = rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS)
+    said = f"{rng.choice(WHEN).capitalize()} {who} {did} {what} (note {n})."
     reply = f"Thanks for telling me. Do you want me to remember anything else about {rng.choice(OBJECTS)}?"
     return [{"role": "user", "content": said}, {"role": "assistant", "content": reply}]
 
@@ -75,7 +76,7 @@ def bench(
     index_build = time.perf_counter() - started
 
     totals, embeds = [], []
-    for q in tqdm(range(queries), desc="search", unit="query"):
+    for _ in tqdm(range(queries), desc="search", unit="query"):
         # the note number makes each query new, so the query embedding is computed, not cached
         query = f"what did {rng.choice(SUBJECTS)} say about {rng.choice(OBJECTS)} in note {rng.randrange(size)}?"
         before_embed, started = timed.seconds, time.perf_counter()
@@ -111,8 +112,8 @@ def main() -> None:
             row = bench(size, embedder, args.queries, args.folder or Path(tmp), args.rounds_per_session)
             if n == 0:  # a row per size as soon as it is measured: long runs show results early
                 print("\n| " + " | ".join(row) + " |\n|" + "---|" * len(row), flush=True)
-            print("| " + " | ".join(f"{v:,.0f}" if c in ("rounds", "rounds/add") else f"{v:.1f}" for c, v in row.items()) + " |",
-                  flush=True)
+            cells = (f"{v:,.0f}" if c in ("rounds", "rounds/add") else f"{v:.1f}" for c, v in row.items())
+            print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from memagent import Embedder
+
 from .longmemeval.load import Item, check_item, load_items, sha256_of, split_name
+from .longmemeval.qa import CONTEXTS, qa_scores, qa_table, run_qa
 from .longmemeval.report import averages, markdown_table, overview_table, plot_recall_curves
 from .longmemeval.retrieval import RETRIEVERS
-from .longmemeval.qa import CONTEXTS, qa_scores, qa_table, run_qa
 from .longmemeval.run import RetrievalRun, run_retrieval
-from memagent import Embedder
 
 DEFAULT_RETRIEVERS = ["bm25-session", "dense-session-kv", "dense-round", "memagent"]
 
@@ -121,9 +122,11 @@ def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: E
         "",
         f"- data: `{args.data}` (sha256 `{sha256_of(args.data)}`), split: {split}",
         f"- questions: {len(items)} ({', '.join(f'{t}: {sum(i.question_type == t for i in items)}' for t in types)})",
-        f"- reader: `{run.reader}`; judge: `{run.judge}` (LongMemEval's official judge prompts); embedder: {embedder.name}",
+        f"- reader: `{run.reader}`; judge: `{run.judge}` (LongMemEval's official judge prompts); "
+        f"embedder: {embedder.name}",
         f"- memagent's configuration (the library default): `{_retrieval_settings()}`",
-        f"- contexts: memagent top-5 records (each cut to {args.memory_chars} characters); full history newest-first within {args.budget} reader tokens; "
+        f"- contexts: memagent top-5 records (each cut to {args.memory_chars} characters); "
+        f"full history newest-first within {args.budget} reader tokens; "
         f"oracle evidence sessions within {args.budget} tokens",
         f"- date: {datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC; wall time {run.seconds:.0f} s",
         "",

@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("summaries", nargs="+", type=Path, help="qa_summary.json files written by memagent eval --qa")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    runs = [{**json.loads(p.read_text(encoding="utf-8")), "run": p.parent.name.removeprefix("qa_")} for p in args.summaries]
+    runs = [{**json.loads(p.read_text(encoding="utf-8")), "run": p.parent.name.removeprefix("qa_")}
+            for p in args.summaries]
     plot_qa(runs, args.out)
     print(f"wrote {args.out}")
     return 0

@@ -3,9 +3,9 @@
 from memagent.config import EmbedderConfig, ExpansionConfig, MemoryConfig, ReaderConfig, RetrievalConfig, StoreConfig
 from memagent.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from memagent.errors import InputError, MemagentError, RecordNotFound
-from memagent.memory import AsyncMemory, Memory
 from memagent.llm.base import LLM, Generation, LLMError
 from memagent.llm.scripted import ScriptedLLM
+from memagent.memory import AsyncMemory, Memory
 from memagent.schema import Answer, HistoryEntry, Hit, MemoryRecord, Message, SearchFilters
 
 __version__ = "0.1.0"

@@ -8,12 +8,15 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memagent.errors import MemagentError, MissingExtra
 
+if TYPE_CHECKING:
+    from memagent.memory import Memory
 
-def _memory(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+
+def _memory(args: argparse.Namespace) -> Memory:
     from memagent import Memory, MemoryConfig  # deferred: keeps `memagent --help` instant
 
     store: dict[str, Any] = {}
@@ -21,7 +24,7 @@ def _memory(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         store["path"] = Path(args.path)
     if args.url:
         store["url"] = args.url
-    config = MemoryConfig(store=store) if store else MemoryConfig()
+    config = MemoryConfig.model_validate({"store": store}) if store else MemoryConfig()
     return Memory(config)
 
 
@@ -45,8 +48,12 @@ def cmd_add(args: argparse.Namespace) -> None:
     stored = 0
     for number, session in enumerate(read_sessions(Path(args.file)), start=1):
         if not isinstance(session, dict) or "messages" not in session:
-            raise MemagentError(f"session {number}: expected an object with 'messages' (and user_id, session_id, timestamp)")
+            raise MemagentError(
+                f"session {number}: expected an object with 'messages' (and user_id, session_id, timestamp)"
+            )
         user_id = args.user or session.get("user_id")
+        if user_id is None:
+            raise MemagentError(f"session {number}: no user_id; give one in the session or pass --user")
         records = memory.add(
             session["messages"],
             user_id=user_id,
@@ -230,13 +237,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if args.command == "eval":  # everything after `eval` is the runner's, options included
+        args.rest = argv[_command_index(argv, "eval") + 1 :]
+    elif unknown:
+        build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.run(args)
     except (MemagentError, MissingExtra) as exc:
         print(f"memagent: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _command_index(argv: list[str], command: str) -> int:
+    """Where ``command`` stands in ``argv``: its first occurrence that is not the value of an option."""
+    for i, word in enumerate(argv):
+        if word == command and (i == 0 or argv[i - 1] not in ("--path", "--url")):
+            return i
+    raise ValueError(command)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,8 @@ class ReaderConfig(BaseModel):
     max_new_tokens: int = Field(default=200, gt=0)
     max_memory_chars: int = Field(default=2000, gt=0, description="each memory is cut to this length in the prompt")
     refuse_below: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="also refuse when confidence is below this (None: only when the model says so)"
+        default=None, ge=0.0, le=1.0,
+        description="also refuse when confidence is below this (None: only when the model says so)",
     )
 
 

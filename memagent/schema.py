@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -14,7 +14,7 @@ from memagent.errors import InputError
 
 _BARE_DATE = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
 Role = Literal["user", "assistant", "system"]
-MetadataValue = Union[str, int, float, bool]
+MetadataValue = str | int | float | bool
 
 
 class Message(BaseModel):

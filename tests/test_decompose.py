@@ -27,7 +27,8 @@ def test_session_granularity_keeps_the_whole_session_as_one_value() -> None:
 
 
 def test_user_key_indexes_only_the_users_words_falling_back_to_the_value() -> None:
-    user_round, reply_only = split_rounds(msgs(("assistant", "welcome"), ("user", "my dog is Rex"), ("assistant", "ok")))[::-1]
+    rounds = split_rounds(msgs(("assistant", "welcome"), ("user", "my dog is Rex"), ("assistant", "ok")))
+    user_round, reply_only = rounds[::-1]
     assert build_key(user_round, "user") == "my dog is Rex"
     assert build_key(user_round, "value") == "user: my dog is Rex\nassistant: ok"
     assert build_key(reply_only, "user") == "assistant: welcome"

@@ -63,7 +63,8 @@ def test_time_aware_expansion_moves_the_named_days_to_the_front_and_drops_nothin
     def fill(memory: Memory) -> None:
         memory.add(exchange("I cook risotto a lot, I cook it every week."), user_id="u",
                    session_id="old", timestamp="2024-02-10T18:00:00")
-        memory.add(exchange("Tonight I cook dal for friends and family at home."), user_id="u", session_id="sat", timestamp=SATURDAY)
+        memory.add(exchange("Tonight I cook dal for friends and family at home."), user_id="u", session_id="sat",
+                   timestamp=SATURDAY)
 
     question, asked = "What did I cook last Saturday?", "2024-03-13T09:00:00"
     plain = _lexical(make_memory, path=None)
@@ -120,7 +121,8 @@ def test_session_records_are_expanded_as_a_whole(make_memory) -> None:
         ('["The user lives in Lyon."]', ["The user lives in Lyon."]),
         ('Facts:\n```json\n["A", "B  c"]\n```', ["A", "B c"]),
         ("[]", []),
-        ('["The user lives in Lyon.", "The user has a cat", "The user', ["The user lives in Lyon.", "The user has a cat"]),
+        ('["The user lives in Lyon.", "The user has a cat", "The user',
+         ["The user lives in Lyon.", "The user has a cat"]),
         ('["B", "A", "b", "A"]', ["B", "A"]),  # a looping model's repeats count once, first place kept
     ],
 )

@@ -267,7 +267,8 @@ def test_retelling_the_original_fact_after_an_update_is_remembered(memory: Memor
     memory.update(record.id, user_id="ana", value="user: I live in Madrid")
     (again,) = memory.add(exchange("I live in Porto"), user_id="ana", session_id="s1")
     assert again.id != record.id
-    assert {r.value.splitlines()[0] for r in memory.get_all(user_id="ana")} == {"user: I live in Madrid", "user: I live in Porto"}
+    firsts = {r.value.splitlines()[0] for r in memory.get_all(user_id="ana")}
+    assert firsts == {"user: I live in Madrid", "user: I live in Porto"}
 
 
 def test_a_second_memory_on_the_same_store_sees_the_others_writes(make_memory, tmp_path) -> None:

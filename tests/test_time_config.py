@@ -10,7 +10,8 @@ from memagent._time import parse_timestamp
 
 @pytest.mark.parametrize(
     "text",
-    ["2023/05/20 (Sat) 02:21", "2023/05/20 02:21", "2023-05-20T02:21:00", "2023-05-20T02:21:00Z", "2023-05-20 04:21+02:00"],
+    ["2023/05/20 (Sat) 02:21", "2023/05/20 02:21", "2023-05-20T02:21:00", "2023-05-20T02:21:00Z",
+     "2023-05-20 04:21+02:00"],
 )
 def test_timestamp_spellings_agree(text: str) -> None:
     assert parse_timestamp(text) == datetime(2023, 5, 20, 2, 21, tzinfo=timezone.utc)

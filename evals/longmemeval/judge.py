@@ -10,8 +10,9 @@ import re
 import string
 from collections import Counter
 
-from .load import Item
 from memagent.llm.base import LLM
+
+from .load import Item
 
 _CHECK = (
     "I will give you a question, a correct answer, and a response from a model. Please answer yes if the response "
@@ -19,7 +20,10 @@ _CHECK = (
     "contains all the intermediate steps to get the correct answer, you should also answer yes. If the response only "
     "contains a subset of the information required by the answer, answer no. "
 )
-_TAIL = "\n\nQuestion: {}\n\nCorrect Answer: {}\n\nModel Response: {}\n\nIs the model response correct? Answer yes or no only."
+_TAIL = (
+    "\n\nQuestion: {}\n\nCorrect Answer: {}\n\nModel Response: {}\n\n"
+    "Is the model response correct? Answer yes or no only."
+)
 TEMPLATES = {
     "default": _CHECK + _TAIL,
     "temporal-reasoning": _CHECK

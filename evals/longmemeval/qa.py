@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from memagent import Embedder
+from memagent.answer.reader import Passage, read
+from memagent.llm.base import LLM, ChatMessages, Generation
+from memagent.schema import parse_timestamp
+
 from .judge import exact_match, judge, token_f1
 from .load import Item
 from .retrieval import RETRIEVERS, HaystackIndex
-from memagent import Embedder
-from memagent.schema import parse_timestamp
-from memagent.llm.base import LLM, ChatMessages, Generation
-from memagent.answer.reader import Passage, read
 
 CONTEXTS = ("memagent", "full-history", "oracle")
 SESSION_CHARS = 24_000  # a whole session may be long; the token budget below is what binds

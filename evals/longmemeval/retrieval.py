@@ -18,11 +18,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .load import Item
 from memagent import Embedder, Memory, MemoryConfig, MemoryRecord
 from memagent.index.decompose import split_rounds
 from memagent.index.keys import prompt_version
 from memagent.schema import Message
+
+from .load import Item
 
 
 def _baseline(granularity: str, key: str, retriever: str) -> dict[str, Any]:

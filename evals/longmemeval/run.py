@@ -11,10 +11,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from memagent import Embedder
+
 from .load import Item
 from .metrics import score_ranking
 from .retrieval import RETRIEVERS, HaystackIndex
-from memagent import Embedder
 
 
 @dataclass

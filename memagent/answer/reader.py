@@ -48,7 +48,9 @@ class Passage:
     text: str
 
 
-def reader_messages(question: str, passages: Sequence[Passage], question_date: datetime, max_chars: int) -> ChatMessages:
+def reader_messages(
+    question: str, passages: Sequence[Passage], question_date: datetime, max_chars: int
+) -> ChatMessages:
     ordered = sorted(passages, key=lambda p: p.date)
     memories = [
         {"memory": f"m{n}", "date": f"{p.date:%Y/%m/%d (%a) %H:%M}", "content": _cut(p.text, max_chars)}

@@ -29,9 +29,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from memagent._text import STOPWORDS
 from memagent.index.decompose import Round
 from memagent.llm.base import LLM
-from memagent._text import STOPWORDS
 
 
 def build_key(round_: Round, kind: Literal["value", "user"]) -> str:
@@ -100,7 +100,7 @@ class Facts(BaseModel):
         if any(not f or len(f) > 300 for f in cleaned):
             raise ValueError("each fact must be a non-empty string of at most 300 characters")
         # small models loop ("The user ... The user ..."): a repeated fact adds nothing
-        first = {}
+        first: dict[str, str] = {}
         for fact in cleaned:
             first.setdefault(fact.lower(), fact)
         return list(first.values())

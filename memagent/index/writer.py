@@ -106,7 +106,8 @@ class RecordWriter:
         )
         self.write([record], replace=old is not None)
         if old is not None:
-            self.store.log([HistoryEntry(record_id=old.id, event="update", previous=old, changed_at=record.recorded_at)])
+            entry = HistoryEntry(record_id=old.id, event="update", previous=old, changed_at=record.recorded_at)
+            self.store.log([entry])
         return [record]
 
     def _session_records(self, scope: Scope, session_id: str) -> list[MemoryRecord]:

@@ -26,6 +26,8 @@ from memagent.retrieve.temporal import front_in_range, read_time
 from memagent.schema import Hit, Scope, SearchFilters
 from memagent.store.chroma import ChromaStore, where_clause
 
+Fused = tuple[str, float, dict[str, int]]  # (record id, fused score, {ranking name: rank})
+
 
 class HybridRetriever:
     """Finds a scope's best records for a query. ``time_llm`` gives the model that reads a time range
@@ -57,7 +59,7 @@ class HybridRetriever:
             hits = self.time_rerank(query, hits, asked or utc_now())
         return hits[:k]
 
-    def fuse(self, query: str, scope: Scope, filters: SearchFilters, depth: int) -> list[tuple[str, float, dict[str, int]]]:
+    def fuse(self, query: str, scope: Scope, filters: SearchFilters, depth: int) -> list[Fused]:
         """Every ranking the config names, fused: (id, score, {ranking: rank}), best first."""
         retrievers = set(self.config.retrievers)
         where = where_clause(scope, filters)

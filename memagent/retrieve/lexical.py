@@ -150,7 +150,9 @@ class LexicalIndexes:
             self._by_user[user_id] = (after, cached[1])
 
 
-def session_ranks(index: BM25Index, query: str, sessions: int, allowed: Collection[str] | None = None) -> dict[str, int]:
+def session_ranks(
+    index: BM25Index, query: str, sessions: int, allowed: Collection[str] | None = None
+) -> dict[str, int]:
     """Every round of the ``sessions`` best-matching sessions, ranked by its session's BM25 rank.
 
     Rounds of one session tie; fused with the round rankings this breaks ties by the rounds' own
@@ -159,7 +161,9 @@ def session_ranks(index: BM25Index, query: str, sessions: int, allowed: Collecti
     return _rounds_by_session([name for name, _ in index.search_groups(query, sessions)], index, allowed)
 
 
-def sessions_of_ranking(index: BM25Index, ranking: Sequence[str], allowed: Collection[str] | None = None) -> dict[str, int]:
+def sessions_of_ranking(
+    index: BM25Index, ranking: Sequence[str], allowed: Collection[str] | None = None
+) -> dict[str, int]:
     """A round ranking turned into a session ranking: sessions in the order their best round ranks,
     every round of a session at its session's rank.
 

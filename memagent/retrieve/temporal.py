@@ -269,11 +269,20 @@ _PATTERNS: list[tuple[str, Handler]] = [
     (r"\b(recently|lately)\b", _recent),
 ]
 _TABLE = [(re.compile(p.replace(" ", r"\s+")), h) for p, h in _PATTERNS]
+# Does any pattern start here? One match instead of sixteen at each of the many places _bounded
+# tries; names dropped, as one regex cannot repeat a group name.
+_UNNAMED = [re.sub(r"\(\?P<\w+>", "(?:", pattern.pattern) for pattern, _ in _TABLE]
+_ANY = re.compile("|".join(f"(?:{pattern})" for pattern in _UNNAMED))
 
 # "since X", "before X": bounded by X on one side. "The day before yesterday" is no bound.
 # The tail is a lookahead so that "look after the kids since May" still finds "since May".
 _BOUND = re.compile(r"(?<!day )\b(since|before|after|until|till|prior\s+to)(?=\s+(\w+(?:\s+\w+){0,3}))")
-_BETWEEN = re.compile(r"\bbetween\s+(.+?)\s+and\s+(.+)")
+# "between X and Y" is read in two steps, not by one "between\s+(.+?)\s+and\s+(.+)": that lazy span
+# retried "\s+and" at every character up to the end of the text, quadratic in a long question.
+_BETWEEN = re.compile(r"\bbetween\s+")
+# The "and" after X. The lookbehind lets "\s+" start only at the head of a run of spaces, so each
+# run is walked once, not once per space; "(?=\S)" wants Y to start right after the spaces.
+_AND = re.compile(r"(?<!\s)\s+and\s+(?=\S)")
 _HOW_LONG = re.compile(  # "how many days ago", "how long has it been since"
     r"\bhow\s+(?:many\s+(?:day|week|month|year)s|long)\b(?:\s+\w+){0,4}?\s+"
     r"(?:ago|passed|elapsed|between|since|before|after)\b"
@@ -290,6 +299,8 @@ def _safe(handler: Handler, m: re.Match[str], today: date) -> Span | None:
 
 def _match_at(text: str, pos: int, today: date) -> tuple[Span, int] | None:
     """A date expression starting exactly at ``pos``: its span and where it ends."""
+    if not _ANY.match(text, pos):
+        return None
     for pattern, handler in _TABLE:
         if (m := pattern.match(text, pos)) and (span := _safe(handler, m, today)):
             return span, m.end()
@@ -302,20 +313,46 @@ def _reading(question: str, span: Span, start: int, end: int) -> TimeReading:
     return TimeReading(TimeRange(first, after, expression), expression, "range")
 
 
+def _word_before(text: str, pos: int) -> str:
+    """The word that spaces separate from ``pos`` ("" if none), found by walking back from ``pos``.
+
+    Walking back, rather than searching ``text[:pos]``, keeps a question with many bound words linear.
+    """
+    end = pos
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    start = end
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):  # what "\w" matches
+        start -= 1
+    return text[start:end] if end < pos else ""
+
+
+def _between(question: str, text: str, today: date) -> TimeReading | None:
+    """"between X and Y", both dates: from X's first day to Y's last. Only the first "between" counts."""
+    if not (m := _BETWEEN.search(text)) or not (first := _match_at(text, m.end(), today)):
+        return None
+    # X is at least one character, so the "and" is searched from one past its start
+    if not (sep := _AND.search(text, m.end() + 1)) or not (second := _match_at(text, sep.end(), today)):
+        return None
+    span = min(first[0][0], second[0][0]), max(first[0][1], second[0][1])
+    return _reading(question, span, m.start(), second[1])
+
+
 def _bounded(question: str, text: str, today: date) -> TimeReading | None:
     """A reading from "since/before/after/until X"; cannot-tell when X is an event."""
     event = None
+    opening = len(text) - len(text.lstrip())  # where the first word starts
     for m in _BOUND.finditer(text):
-        word, before = " ".join(m[1].split()), text[: m.start()]
-        if word == "after" and re.search(r"\blook\w*\s+$", before):
+        word, previous = " ".join(m[1].split()), _word_before(text, m.start())
+        if word == "after" and previous.startswith("look"):
             continue  # "look after my dog"
         found = _match_at(text, m.start(2), today) or _match_at(text, m.start(), today)
         if not found:
-            causal = word == "since" and not before.strip()  # "Since I'm vegan, ..."
-            before_last = m[2].startswith("last") and re.search(r"\b(?:week|weekend|month|year)\s+$", before)
-            if not (causal or before_last):  # "the week before last" is in the table
+            causal = word == "since" and m.start() == opening  # "Since I'm vegan, ..."
+            before_last = m[2].startswith("last") and previous in ("week", "weekend", "month", "year")
+            if not (causal or before_last or event):  # "the week before last" is in the table
                 phrase = re.split(r"[^\w\s'’]", question[m.start() : m.end(2)])[0]  # up to a comma
-                event = event or " ".join(phrase.split())
+                event = " ".join(phrase.split())
             continue
         (start, end), stop = found
         tomorrow = today + timedelta(days=1)
@@ -334,18 +371,14 @@ def parse_time(question: str, question_date: datetime) -> TimeReading:
     today = _utc(question_date).date()
     # Lower case, punctuation and apostrophes as spaces, one character for one, so spans map back.
     text = "".join(c.lower()[0] if c.isalnum() or c in "/-" else " " for c in question)
-    if (m := _BETWEEN.search(text)) and (first := _match_at(text, m.start(1), today)):
-        if second := _match_at(text, m.start(2), today):
-            span = min(first[0][0], second[0][0]), max(first[0][1], second[0][1])
-            return _reading(question, span, m.start(), second[1])
-    if reading := _bounded(question, text, today):
+    if reading := _between(question, text, today) or _bounded(question, text, today):
         return reading
     for pattern, handler in _TABLE:
         for m in pattern.finditer(text):
             if span := _safe(handler, m, today):
                 return _reading(question, span, m.start(), m.end())
-    if m := _HOW_LONG.search(text):  # "how many days ago did I ...": the event's date is the unknown
-        return TimeReading(None, " ".join(question[m.start() : m.end()].split()), "cannot-tell")
+    if how := _HOW_LONG.search(text):  # "how many days ago did I ...": the event's date is the unknown
+        return TimeReading(None, " ".join(question[how.start() : how.end()].split()), "cannot-tell")
     return TimeReading(None, None, "none")
 
 
@@ -373,9 +406,12 @@ def _ask(today: str, question: str) -> str:
 
 def _json_dates(reply: str) -> tuple[date | None, date | None]:
     """Start and end from the first JSON object in ``reply``; (None, None) when it is not usable."""
-    found = re.search(r"\{.*?\}", reply, re.DOTALL)  # models like to wrap JSON in prose or fences
+    # The first "{" to the next "}" (what "\{.*?\}" found, without its quadratic retries on many "{").
+    # Models like to wrap JSON in prose or fences.
+    opening = reply.find("{")
+    closing = reply.find("}", opening) if opening >= 0 else -1
     try:
-        data = json.loads(found[0]) if found else {}
+        data = json.loads(reply[opening : closing + 1]) if closing >= 0 else {}
         return _day(data.get("start")), _day(data.get("end"))
     except (ValueError, AttributeError):  # bad JSON, not an object, not a date
         return None, None

@@ -201,7 +201,9 @@ def _token_logprobs(logprobs: Sequence[float]) -> dict[str, Any]:
 
 
 def _memagent_field(answer: Answer) -> dict[str, Any]:
-    return jsonable_encoder({"refused": answer.refused, "confidence": answer.confidence, "citations": answer.citations})
+    fields = {"refused": answer.refused, "confidence": answer.confidence, "citations": answer.citations}
+    encoded: dict[str, Any] = jsonable_encoder(fields)
+    return encoded
 
 
 def _sse(payload: dict[str, Any] | str) -> str:

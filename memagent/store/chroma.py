@@ -143,7 +143,8 @@ class ChromaStore:
     def keys(self, where: Where) -> list[tuple[str, str, str]]:
         """(id, key, session id) of every record matching ``where``: what the lexical index is built from."""
         found = self.records.get(where=where, include=["documents", "metadatas"])
-        return [(i, key, str(meta["session_id"])) for i, key, meta in zip(found["ids"], found["documents"], found["metadatas"])]
+        rows = zip(found["ids"], found["documents"], found["metadatas"])
+        return [(i, key, str(meta["session_id"])) for i, key, meta in rows]
 
     def nearest(self, embedding: np.ndarray, where: Where, n: int) -> list[tuple[str, float]]:
         """Ids of the ``n`` records nearest to ``embedding`` among those matching ``where``."""

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from memagent_evals.haystack import build_haystack, count_tokens, filler_pool, main, parse_lme_date, session_tokens
 
 OFFICIAL_KEYS = ["question_id", "question_type", "question", "answer", "question_date", "haystack_dates",

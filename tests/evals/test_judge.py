@@ -1,5 +1,6 @@
 from memagent_evals.longmemeval.judge import exact_match, judge, judge_prompt, normalize, token_f1
 from memagent_evals.longmemeval.load import Item
+
 from memagent import ScriptedLLM
 
 

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from memagent_evals.locomo.convert import (
     ConversionStats,
     convert_file,

@@ -3,8 +3,14 @@
 import math
 
 import pytest
-
-from memagent_evals.longmemeval.metrics import dcg, evaluate, evaluate_turns_as_sessions, ndcg, score_ranking, strip_turn
+from memagent_evals.longmemeval.metrics import (
+    dcg,
+    evaluate,
+    evaluate_turns_as_sessions,
+    ndcg,
+    score_ranking,
+    strip_turn,
+)
 
 
 def test_dcg_weighs_rank_two_like_rank_one() -> None:

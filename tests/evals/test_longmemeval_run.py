@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-
 from memagent_evals.longmemeval.load import Item, load_items, split_name
 from memagent_evals.longmemeval.retrieval import build_corpus
 from memagent_evals.longmemeval.run import has_user_evidence, run_retrieval
+
 from memagent import InputError
 
 
@@ -82,7 +82,8 @@ def test_an_evidence_session_without_user_side_evidence_is_relabelled_noans() ->
 
 def test_a_repeated_round_maps_to_every_turn_it_stands_for() -> None:
     sessions = make_item()["haystack_sessions"]
-    sessions[1] = [turn("user", "ok", False), turn("assistant", "sure"), turn("user", "ok", True), turn("assistant", "sure")]
+    sessions[1] = [turn("user", "ok", False), turn("assistant", "sure"),
+                   turn("user", "ok", True), turn("assistant", "sure")]
     corpus = build_corpus(Item.model_validate(make_item(haystack_sessions=sessions)), "round")
     assert sorted(corpus.indices_of_record.values(), key=len)[-1] == [1, 2]  # noans_dog_1_1 and answer_dog_1_3
 
@@ -117,6 +118,7 @@ def test_the_official_oracle_sample_loads_without_conversion() -> None:
 
 def test_qa_answers_in_every_context_and_writes_official_hypotheses(tmp_path: Path, embedder) -> None:
     from memagent_evals.longmemeval.qa import qa_table, run_qa
+
     from memagent import ScriptedLLM
 
     items = load_items(write(tmp_path, [make_item(), make_item(question_id="q9_abs")]))
@@ -158,6 +160,7 @@ def test_qa_scores_aggregate_per_context_and_plot_without_question_ids(tmp_path:
 
 def test_full_history_keeps_the_newest_sessions_within_the_budget(tmp_path: Path) -> None:
     from memagent_evals.longmemeval.qa import fit_budget, session_passages
+
     from memagent import ScriptedLLM
 
     item = Item.model_validate(make_item())
@@ -172,6 +175,7 @@ def test_full_history_keeps_the_newest_sessions_within_the_budget(tmp_path: Path
 
 def test_baselines_keep_every_design_switch_off_whatever_the_defaults() -> None:
     from memagent_evals.longmemeval.retrieval import RETRIEVERS
+
     from memagent import MemoryConfig
 
     assert MemoryConfig().retrieval.time_aware  # the default turns it on ...
