@@ -35,5 +35,5 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench: install
-	$(PY) -m evals.bench_store --sizes 10000
-	$(PY) -m evals.bench_store --sizes 100000 --rounds-per-session 50
+	$(PY) -m memagent_evals.bench_store --sizes 10000
+	$(PY) -m memagent_evals.bench_store --sizes 100000 --rounds-per-session 50

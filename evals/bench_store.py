@@ -1,6 +1,6 @@
 """Benchmark: ingest throughput and search latency of the memory core at 10k and 100k rounds.
 
-    python -m evals.bench_store --sizes 10000 100000
+    python -m memagent_evals.bench_store --sizes 10000 100000
 
 Prints, per size: rounds/s for ingest (embedding and store time apart) and search latency p50/p95
 (query embedding and store+BM25+fusion apart). The conversation is generated here from templates,

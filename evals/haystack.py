@@ -5,7 +5,7 @@ the answer are kept and distractor sessions are added around them until the hist
 token budget. This module does that for any item in the official LongMemEval schema, so the
 history length can be swept (say 10k, 100k, 1M tokens) with the evidence unchanged:
 
-    python -m evals.haystack --data items.json --pool items.json --tokens 100000 --seed 0 \
+    python -m memagent_evals.haystack --data items.json --pool items.json --tokens 100000 --seed 0 \
         --out haystack_100k.json
 
 Evidence sessions keep their ids, turns and dates (temporal questions are computed from those
@@ -212,7 +212,7 @@ def _load_items(path: Path) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evals.haystack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m memagent_evals.haystack", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="LongMemEval-schema items whose evidence is kept")
     parser.add_argument("--pool", type=Path, action="append", required=True,
                         help="LongMemEval-schema items whose non-evidence sessions are fillers (repeatable)")

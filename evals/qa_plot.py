@@ -1,6 +1,6 @@
 """One figure for the QA runs people compare: accuracy and F1 per context, one group per data and reader.
 
-    python -m evals.qa_plot evals/results/qa_*/qa_summary.json --out evals/results/qa.png
+    python -m memagent_evals.qa_plot evals/results/qa_*/qa_summary.json --out evals/results/qa.png
 """
 
 from __future__ import annotations

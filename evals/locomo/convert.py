@@ -10,7 +10,7 @@ LoCoMo question becomes one item whose history is the whole conversation:
 - sessions holding evidence get ids starting with "answer_", the official gold rule;
 - the question is asked one day after the last session.
 
-    python -m evals.locomo.convert locomo10.json locomo_lme.json
+    python -m memagent_evals.locomo.convert locomo10.json locomo_lme.json
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def convert_file(path: str | Path, out_path: str | Path) -> ConversionStats:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evals.locomo.convert", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m memagent_evals.locomo.convert", description=__doc__.splitlines()[0])
     parser.add_argument("locomo", type=Path, help="LoCoMo JSON (list of samples)")
     parser.add_argument("out", type=Path, help="output, LongMemEval schema")
     args = parser.parse_args(argv)
