@@ -84,6 +84,13 @@ class ExpansionConfig(BaseModel):
     )
     keyphrases: int = Field(default=12, gt=0, description="surprising words added per value")
 
+    def model_name(self, reader_model: str) -> str:
+        """The model that expands keys: the one named, else SmolLM2-135M for keyphrases (one forward
+        pass per value: cheap on a CPU) and the reader for facts and summaries (they need generation)."""
+        if self.model is not None:
+            return self.model
+        return "smollm2-135m-instruct" if self.kind == "keyphrases" else reader_model
+
 
 class ReaderConfig(BaseModel):
     """The LLM that answers from memories: a packaged short name, a folder, a .gguf file, or a server URL."""

@@ -28,7 +28,7 @@ from memagent.config import MemoryConfig, default_store_path
 from memagent.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from memagent.errors import InputError, RecordNotFound
 from memagent.index.decompose import split_rounds
-from memagent.index.keys import CachedExpander, Expander, Keyphrases, LLMFacts, LLMSummary
+from memagent.index.keys import CachedExpander, Expander, make_expander
 from memagent.index.writer import RecordWriter, record_id
 from memagent.llm.base import LLM, LockedLLM
 from memagent.retrieve.hybrid import HybridRetriever
@@ -117,13 +117,9 @@ class Memory:
             return self._expander
         from memagent.llm.load import load_llm
 
-        if options.kind == "keyphrases":
-            small = self._locked(load_llm(options.model or "smollm2-135m-instruct"))
-            inner: Expander = Keyphrases(small, options.keyphrases)
-        else:
-            same_as_reader = options.model in (None, self.config.reader.model)
-            llm = self.llm if same_as_reader else self._locked(load_llm(options.model or ""))
-            inner = LLMFacts(llm) if options.kind == "facts" else LLMSummary(llm)
+        name = options.model_name(self.config.reader.model)
+        llm = self.llm if name == self.config.reader.model else self._locked(load_llm(name))
+        inner = make_expander(options.kind, llm, options.keyphrases)
         with self._loading:
             if self._expander is None:
                 self._expander = CachedExpander(inner, self._expansion_cache)

@@ -223,7 +223,8 @@ def convert_file(path: str | Path, out_path: str | Path) -> ConversionStats:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m memagent_evals.locomo.convert", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m memagent_evals.locomo.convert",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("locomo", type=Path, help="LoCoMo JSON (list of samples)")
     parser.add_argument("out", type=Path, help="output, LongMemEval schema")
     args = parser.parse_args(argv)

@@ -224,6 +224,13 @@ class Keyphrases(Expander):
         return [", ".join(surprising_words(self.llm.text_logprobs(v[: self.max_chars]), self.n)) for v in values]
 
 
+def make_expander(kind: Literal["keyphrases", "facts", "summary"], llm: LLM, keyphrases: int = 12) -> Expander:
+    """The expander of ``kind`` on ``llm`` (see ``ExpansionConfig``)."""
+    if kind == "keyphrases":
+        return Keyphrases(llm, keyphrases)
+    return LLMFacts(llm) if kind == "facts" else LLMSummary(llm)
+
+
 # --- cache ------------------------------------------------------------------------------------
 
 
