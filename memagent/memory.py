@@ -22,6 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
+from pydantic import ValidationError
+
 from memagent._time import parse_timestamp, utc_now
 from memagent.answer.reader import Passage, read
 from memagent.config import MemoryConfig, default_store_path
@@ -34,6 +36,7 @@ from memagent.llm.base import LLM, LockedLLM
 from memagent.retrieve.hybrid import HybridRetriever
 from memagent.retrieve.lexical import LexicalIndexes
 from memagent.schema import (
+    INT64_MAX,
     Answer,
     HistoryEntry,
     Hit,
@@ -44,7 +47,9 @@ from memagent.schema import (
     coerce_filters,
     validate_id,
     validate_messages,
+    validate_metadata,
     validate_scope,
+    validate_text,
 )
 from memagent.store.chroma import ChromaStore, where_clause
 
@@ -189,11 +194,12 @@ class Memory:
             return self.retriever.search(query, scope, narrowed, k, asked)
 
     def _check_query(self, query: object) -> None:
-        if not isinstance(query, str) or not query.strip():
+        text = validate_text(query, "query")
+        if not text.strip():
             raise InputError("query", f"must be a non-empty string, got {query!r}")
-        if len(query) > self.config.max_query_chars:
+        if len(text) > self.config.max_query_chars:
             limit = self.config.max_query_chars
-            raise InputError("query", f"has {len(query)} characters, over max_query_chars={limit}")
+            raise InputError("query", f"has {len(text)} characters, over max_query_chars={limit}")
 
     def answer(
         self,
@@ -252,7 +258,7 @@ class Memory:
         metadata: Mapping[str, MetadataValue] | None = None,
     ) -> MemoryRecord:
         """Replace a record's value (its key follows) and/or metadata; the old version goes to history."""
-        if value is not None and (not isinstance(value, str) or not value.strip()):
+        if value is not None and not validate_text(value, "value").strip():
             raise InputError("value", f"must be a non-empty string, got {value!r}")
         if value is not None and len(value) > self.config.max_message_chars:
             limit = self.config.max_message_chars
@@ -328,34 +334,58 @@ def _cached(embedder: Embedder | None, config: MemoryConfig, cache_dir: Path) ->
 
 
 def _read_export(source: str | Path | Iterable[str], owner: str) -> list[MemoryRecord]:
-    """Every record of an export file, each checked; ``InputError`` names the first bad line."""
+    """Every record of an export file, each checked; ``InputError`` names the first bad line.
+
+    A path that cannot be read (missing, a folder, not UTF-8, an impossible name) is
+    ``InputError("source", ...)``, as is a source that is neither a path nor an iterable of str.
+    """
+
     if isinstance(source, (str, Path)):
-        lines: Iterable[str] = Path(source).read_text(encoding="utf-8").splitlines()
-    elif isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError("source", f"no file at {str(source)!r:.200} (a str is read as a path: pass JSONL "
+                                       "text as a list of lines)") from None
+        except (OSError, ValueError) as exc:  # a folder, no permission, not UTF-8, a NUL or surrogate in the name
+            raise InputError("source", f"cannot read {str(source)!r:.200}: {exc}") from None
+        # cut at "\n" only: str.splitlines also cuts at U+2028, U+0085 ..., which JSON leaves unescaped in values
+        lines: Iterable[object] = text.split("\n")
+    elif isinstance(source, Iterable) and not isinstance(source, (bytes, bytearray, Mapping)):
         lines = source
     else:
         raise InputError("source", f"must be a path or an iterable of JSONL lines, got {type(source).__name__}")
     records: list[MemoryRecord] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
+        where = f"line {number}"
         if not isinstance(line, str):
-            raise InputError(f"line {number}", f"must be a string, got {type(line).__name__}")
+            raise InputError(where, f"must be a string, got {type(line).__name__}")
         if not line.strip():
             continue
         try:
-            record = MemoryRecord.model_validate(json.loads(line))
-        except ValueError as exc:
-            raise InputError(f"line {number}", f"is not a memagent record: {exc}") from exc
-        _check_imported(record, f"line {number}", owner)
+            data = json.loads(line)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested past what json parses
+            raise InputError(where, f"is not JSON: {str(exc)[:200]}") from None
+        if not isinstance(data, dict):
+            raise InputError(where, f"must be a JSON object (one record), got {type(data).__name__}")
+        try:
+            record = MemoryRecord.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            culprit = ".".join(str(part) for part in first["loc"])
+            raise InputError(where, f"is not a memagent record: {culprit}: {first['msg']}") from None
+        record = _check_imported(record, where, owner)
         if record.id in seen:
-            raise InputError(f"line {number}", f"repeats record id {record.id!r} (line {seen[record.id]})")
+            raise InputError(where, f"repeats record id {record.id!r} (line {seen[record.id]})")
         seen[record.id] = number
         records.append(record)
     return records
 
 
-def _check_imported(record: MemoryRecord, where: str, owner: str) -> None:
-    """The checks ``add`` makes on its input, made on a record read from a file."""
+def _check_imported(record: MemoryRecord, where: str, owner: str) -> MemoryRecord:
+    """The checks ``add`` makes on its input, made on a record read from a file; returns it with UTC times
+    (a naive time in a file means UTC, as everywhere in memagent)."""
+
     for name in ("id", "user_id", "session_id"):
         validate_id(getattr(record, name), f"{where}.{name}")
     for name in ("agent_id", "run_id"):
@@ -363,12 +393,16 @@ def _check_imported(record: MemoryRecord, where: str, owner: str) -> None:
             validate_id(getattr(record, name), f"{where}.{name}")
     if record.user_id != owner:
         raise InputError(f"{where}.user_id", f"is {record.user_id!r}, not {owner!r}: pass as_user= to move records")
-    for name in ("timestamp", "recorded_at"):
-        parse_timestamp(getattr(record, name), field=f"{where}.{name}")
+    if record.round_index > INT64_MAX:  # Chroma stores it as an int64
+        raise InputError(f"{where}.round_index", f"{record.round_index} is over {INT64_MAX}")
+    times = {name: parse_timestamp(getattr(record, name), field=f"{where}.{name}")
+             for name in ("timestamp", "recorded_at")}
     for name, text in (("value", record.value), ("key", record.key)):
+        validate_text(text, f"{where}.{name}")
         if not text.strip():
             raise InputError(f"{where}.{name}", "is empty")
     _validate_metadata(record.metadata, field=f"{where}.metadata")
+    return record.model_copy(update=times)
 
 
 def _moved(record: MemoryRecord, user_id: str) -> MemoryRecord:
@@ -382,16 +416,9 @@ def _moved(record: MemoryRecord, user_id: str) -> MemoryRecord:
 
 
 def _validate_metadata(metadata: Mapping[str, Any] | None, field: str = "metadata") -> dict[str, MetadataValue]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise InputError(field, f"must be a dict, got {type(metadata).__name__}")
-    for name, value in metadata.items():
-        if not isinstance(name, str) or not name:
-            raise InputError(field, f"keys must be non-empty strings, got {name!r}")
-        if not isinstance(value, (str, int, float, bool)):
-            raise InputError(f"{field}.{name}", f"must be a str, int, float or bool, got {type(value).__name__}")
-    return dict(metadata)
+    """Metadata that round-trips through the store, or ``InputError`` (the rules: ``schema.validate_metadata``)."""
+
+    return validate_metadata(metadata, field)
 
 
 # -- asyncio --------------------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -96,6 +98,24 @@ class SearchFilters(BaseModel):
     )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
 
+    @field_validator("session_ids", mode="before")
+    @classmethod
+    def _valid_ids(cls, value: object) -> list[str] | None:
+        """Each one a valid id: a session id no record can have is a mistake, and Chroma refuses some."""
+        if value is None:
+            return None
+        if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, AbstractSet)):
+            raise InputError("filters.session_ids", f"must be a list of session ids, got {type(value).__name__}")
+        if not value:
+            raise InputError("filters.session_ids", "is empty: give at least one session id, or leave the filter out")
+        return [validate_id(item, f"filters.session_ids[{i}]") for i, item in enumerate(value)]
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _storable_values(cls, value: object) -> dict[str, MetadataValue]:
+        """The rules of stored metadata: a value no record can hold is refused, not searched for."""
+        return validate_metadata(value, field="filters.metadata")
+
     @field_validator("start", "end", mode="before")
     @classmethod
     def _as_utc(cls, value: object, info: ValidationInfo) -> datetime | None:
@@ -125,16 +145,60 @@ def validate_messages(messages: object, *, max_chars: int) -> list[Message]:
             if name not in raw:
                 raise InputError(f"{where}.{name}", "is missing")
         role, content = raw["role"], raw["content"]
-        if role not in ("user", "assistant", "system"):
-            raise InputError(f"{where}.role", f"unknown role {role!r}: use 'user', 'assistant' or 'system'")
+        if not isinstance(role, str) or role not in ("user", "assistant", "system"):
+            raise InputError(f"{where}.role", f"unknown role {_short(role)}: use 'user', 'assistant' or 'system'")
         if not isinstance(content, str):
             raise InputError(f"{where}.content", f"must be a string, got {type(content).__name__}")
         if len(content) > max_chars:
             raise InputError(
                 f"{where}.content", f"has {len(content)} characters, over the limit of {max_chars} (max_message_chars)"
             )
-        checked.append(Message(role=role, content=content))
+        validate_text(content, f"{where}.content")
+        checked.append(Message(role=cast(Role, role), content=content))
+    _check_blank(checked)
     return checked
+
+
+def _check_blank(messages: Sequence[Message]) -> None:
+    """Refuse a round that would be stored with nothing said (decided for issue 12).
+
+    A blank user message is refused, not skipped: skipping would hang its reply on the round
+    before, and the caller would never learn the turn was lost. A blank assistant reply is kept
+    as given (a reply that said nothing, e.g. a tool call), since its round holds the user's words;
+    but replies before the first user message form a round of their own, so they may not all be blank.
+    System messages are not remembered, so theirs may be blank.
+    """
+    first_user = next((i for i, m in enumerate(messages) if m.role == "user"), len(messages))
+    leading = [i for i in range(first_user) if messages[i].role == "assistant"]  # a round of their own
+    if leading and not any(messages[i].content.strip() for i in leading):
+        raise InputError(
+            f"messages[{leading[0]}].content",
+            "is empty (or whitespace only) and comes before any user message: it would be stored as an empty memory",
+        )
+    for i, message in enumerate(messages):
+        if message.role == "user" and not message.content.strip():
+            raise InputError(
+                f"messages[{i}].content",
+                "is empty (or whitespace only): a user message must say something; leave the message out instead",
+            )
+
+
+def validate_text(value: object, field: str) -> str:
+    """Text to store or search: a string of valid Unicode.
+
+    A lone surrogate (``"\\ud800"``, what a broken decoder or a JSON ``\\ud800`` escape leaves) has
+    no UTF-8 form, so Chroma, the embedder's cache and JSONL export cannot hold it: refused. A NUL is
+    valid Unicode and round-trips through Chroma (embedded and server) and JSONL: kept as given.
+    """
+    if not isinstance(value, str):
+        raise InputError(field, f"must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            field, f"is not valid Unicode: a lone surrogate {value[exc.start]!r} at position {exc.start}"
+        ) from None
+    return value
 
 
 class Scope(BaseModel):
@@ -170,11 +234,63 @@ def validate_id(value: object, field: str) -> str:
         raise InputError(field, f"has {len(value)} characters, over the limit of {MAX_ID_CHARS}")
     if _CONTROL.search(value):
         raise InputError(field, f"must not contain control characters, got {_short(value)}")
+    return validate_text(value, field)
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # Chroma stores ints as int64, and turns larger ones into floats
+MAX_METADATA_KEY_CHARS = 256
+
+
+def validate_metadata(metadata: object, field: str = "metadata") -> dict[str, MetadataValue]:
+    """User metadata (of ``add``, ``update``, an imported record, or a filter), checked so it round-trips.
+
+    Each value comes back from the store as given, or is refused here (issue 12):
+    - keys: non-empty strings of at most 256 characters, without control characters or lone
+      surrogates (a key is part of a Chroma field name; a NUL could join two);
+    - str: valid Unicode (a NUL is fine: Chroma keeps it; a lone surrogate is not);
+    - int: inside int64 (Chroma turns a larger one into a float, losing digits);
+    - float: finite (Chroma silently drops NaN and infinities, and refuses them in a filter);
+      Chroma 1.5.9 reads about one float in six back one unit in the last place off
+      (0.9971415884291277 as 0.9971415884291276); floats of few digits (0.1, 98.6) come back exact;
+    - bool.
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InputError(field, f"must be a dict, got {type(metadata).__name__}")
+    for name, value in metadata.items():
+        _check_metadata_key(name, field)
+        _check_metadata_value(value, f"{field}.{name}")
+    return dict(metadata)
+
+
+def _check_metadata_key(name: object, field: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(field, f"keys must be non-empty strings, got {_short(name)}")
+    if len(name) > MAX_METADATA_KEY_CHARS:
+        raise InputError(field, f"key {_short(name)} has {len(name)} characters, over the limit of "
+                                f"{MAX_METADATA_KEY_CHARS}")
+    if _CONTROL.search(name):
+        raise InputError(field, f"key {_short(name)} must not contain control characters")
     try:
-        value.encode("utf-8")
+        name.encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError(field, f"is not valid Unicode (a lone surrogate?): {_short(value)}") from None
-    return value
+        raise InputError(field, f"key {_short(name)} is not valid Unicode (a lone surrogate)") from None
+
+
+def _check_metadata_value(value: object, field: str) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InputError(field, f"{_short(value)} is outside int64 ({INT64_MIN} to {INT64_MAX}); store it as a str")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InputError(field, f"must be a finite number, got {value!r}")
+    elif isinstance(value, str):
+        validate_text(value, field)
+    else:
+        raise InputError(field, f"must be a str, int, float or bool, got {type(value).__name__}")
 
 
 def validate_user_id(user_id: object, field: str = "user_id") -> str:
@@ -190,21 +306,29 @@ def validate_scope(user_id: object, agent_id: object = None, run_id: object = No
 
 
 def _short(value: object) -> str:
-    text = repr(value)
+    """``repr(value)``, cut to 80 characters; never raises (Python refuses to print ints past 4300 digits)."""
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails must not turn an InputError into another error
+        text = f"<{type(value).__name__} that cannot be shown>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def coerce_filters(filters: SearchFilters | Mapping[str, object] | None) -> SearchFilters:
     if filters is None:
         return SearchFilters()
-    if isinstance(filters, SearchFilters):
-        return filters
+    if isinstance(filters, SearchFilters):  # checked again: a SearchFilters can be changed after it is made
+        fields: dict[str, Any] = dict(filters)
+    elif isinstance(filters, Mapping):
+        fields = dict(filters)
+    else:
+        raise InputError("filters", f"must be a dict or a SearchFilters, got {type(filters).__name__}")
     try:
-        return SearchFilters.model_validate(dict(filters))
+        return SearchFilters.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         cause = first.get("ctx", {}).get("error")
         if isinstance(cause, InputError):  # our own message already names the field
             raise cause from None
         field = ".".join(["filters", *(str(part) for part in first["loc"])])
-        raise InputError(field, f"{first['msg']} (got {first['input']!r})") from exc
+        raise InputError(field, f"{first['msg']} (got {_short(first['input'])})") from None

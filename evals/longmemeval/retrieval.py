@@ -101,7 +101,13 @@ def session_key(position: int) -> str:
 
 
 def messages_of(session: list[Any]) -> list[Message]:
-    return [Message(role=t.role, content=t.content) for t in session if t.role in ("user", "assistant")]
+    """The session's user and assistant turns; blank turns (memagent refuses a blank user message)
+    carry nothing to remember and are left out."""
+    return [Message(role=t.role, content=t.content) for t in session if _kept(t)]
+
+
+def _kept(turn: Any) -> bool:
+    return turn.role in ("user", "assistant") and bool(turn.content.strip())
 
 
 def build_corpus(item: Item, granularity: str) -> Corpus:
@@ -119,7 +125,7 @@ def build_corpus(item: Item, granularity: str) -> Corpus:
             if turn.role == "user":
                 tid = f"{sid}_{n + 1}"
                 turn_id_of[n] = tid if "answer" not in sid or turn.has_answer else tid.replace("answer", "noans")
-        opening = [n for n, t in enumerate(session) if t.role in ("user", "assistant")]
+        opening = [n for n, t in enumerate(session) if _kept(t)]
         cursor = 0
         for round_ in split_rounds(messages_of(session)):
             first = opening[cursor]

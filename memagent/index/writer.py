@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
-from memagent._time import utc_now
+from memagent._time import to_epoch, utc_now
 from memagent.embedding import Embedder
 from memagent.index.decompose import Round
 from memagent.index.keys import Expander, build_key, key_for_text, merge_key
@@ -137,4 +137,4 @@ class RecordWriter:
         for user_id in users:
             mine = [r for r in records if r.user_id == user_id]
             self.lexical.extend(user_id, [r.id for r in mine], [r.key for r in mine], [r.session_id for r in mine],
-                                before[user_id], after[user_id])
+                                [to_epoch(r.timestamp) for r in mine], before[user_id], after[user_id])

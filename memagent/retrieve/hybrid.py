@@ -15,14 +15,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
-from memagent._time import utc_now
+from memagent._time import from_epoch, to_epoch, utc_now
 from memagent.config import RetrievalConfig
 from memagent.embedding import Embedder
 from memagent.llm.base import LLM
 from memagent.retrieve.dense import dense_ranking
 from memagent.retrieve.fuse import reciprocal_rank_fusion
 from memagent.retrieve.lexical import LexicalIndexes, session_ranks, sessions_of_ranking
-from memagent.retrieve.temporal import front_in_range, read_time
+from memagent.retrieve.temporal import TimeRange, front_in_range, read_time
 from memagent.schema import Hit, Scope, SearchFilters
 from memagent.store.chroma import ChromaStore, where_clause
 
@@ -49,14 +49,24 @@ class HybridRetriever:
     def search(self, query: str, scope: Scope, filters: SearchFilters, k: int, asked: datetime | None) -> list[Hit]:
         """The ``k`` best hits; ``filters`` already end at ``asked`` (the question date) when one is given."""
         fused = self.fuse(query, scope, filters, max(self.config.candidates, k))
-        if not self.config.time_aware:
-            fused = fused[:k]
-        # every ranking already kept to the scope and the filters; fetching by id alone is 6x faster
-        # in Chroma than with the where clause, and the scope is checked once more here
-        records = {r.id: r for r in self.store.get([i for i, _, _ in fused]) if scope.holds(r)}
-        hits = [Hit(record=records[i], score=s, why=why) for i, s, why in fused if i in records]
-        if self.config.time_aware:
-            hits = self.time_rerank(query, hits, asked or utc_now())
+        window = self.time_window(query, asked or utc_now()) if self.config.time_aware else None
+        if window is not None:
+            fused = self._front_in_window(fused, scope, window)
+        hits: list[Hit] = []
+        # only the records returned are fetched (a fused list holds every round of the top sessions:
+        # thousands of ids at 100k rounds); ids gone since ranking are skipped, the next take their place
+        for start in range(0, len(fused), k):
+            part = fused[start : start + k]
+            # every ranking already kept to the scope; fetching by id alone is 6x faster in Chroma than
+            # with the where clause, and the scope is checked once more here
+            records = {r.id: r for r in self.store.get([i for i, _, _ in part]) if scope.holds(r)}
+            for i, score, why in part:
+                if i in records:
+                    moved = window is not None and window.contains(records[i].timestamp)
+                    # 'time' in why marks a hit that the question's time range moved forward
+                    hits.append(Hit(record=records[i], score=score, why={**why, "time": 1} if moved else why))
+            if len(hits) >= k:
+                break
         return hits[:k]
 
     def fuse(self, query: str, scope: Scope, filters: SearchFilters, depth: int) -> list[Fused]:
@@ -84,14 +94,21 @@ class HybridRetriever:
                 weights = dict.fromkeys(rankings, self.config.round_weight)
         return reciprocal_rank_fusion({**rankings, **votes}, self.config.rrf_k, weights)
 
-    def time_rerank(self, query: str, hits: list[Hit], asked: datetime) -> list[Hit]:
-        """Records dated inside the range the question names move to the front; none are dropped."""
+    def time_window(self, query: str, asked: datetime) -> TimeRange | None:
+        """The range the question names, widened by ``time_window_days``; None when it names none."""
         llm = self.time_llm() if self.config.time_llm and self.time_llm is not None else None
         reading = read_time(query, asked, llm)
-        if reading.range is None:
-            return hits
-        window = reading.range.widened(self.config.time_window_days)
-        moved = front_in_range(hits, [h.record.timestamp for h in hits], window)
-        # 'time' in why marks a hit that the question's time range moved forward
-        return [h.model_copy(update={"why": {**h.why, "time": 1}}) if window.contains(h.record.timestamp) else h
-                for h in moved]
+        return None if reading.range is None else reading.range.widened(self.config.time_window_days)
+
+    def _front_in_window(self, fused: list[Fused], scope: Scope, window: TimeRange) -> list[Fused]:
+        """Records dated inside ``window`` move to the front, each group in fused order; none are dropped.
+
+        Times come from the user's BM25 index when it holds them, so no record is fetched for this.
+        """
+        indexed = bool({"lexical", "session"} & set(self.config.retrievers))
+        known = self.lexical.for_user(scope.user_id).times if indexed else {}
+        missing = [i for i, _, _ in fused if i not in known]
+        fetched = {r.id: to_epoch(r.timestamp) for r in self.store.get(missing)} if missing else {}
+        moments = [from_epoch(known[i]) if i in known else from_epoch(fetched[i]) if i in fetched else None
+                   for i, _, _ in fused]
+        return front_in_range(fused, moments, window)

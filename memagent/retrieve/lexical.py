@@ -23,6 +23,7 @@ class BM25Index:
         self.k1, self.b = k1, b
         self.ids: list[str] = []
         self.groups: list[str] = []  # the session each row belongs to ("" when not given)
+        self.times: dict[str, float] = {}  # id -> conversation time (epoch seconds), when given
         self._lengths: list[int] = []
         self._postings: dict[str, list[tuple[int, int]]] = {}
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # term -> (doc rows, term counts)
@@ -33,8 +34,14 @@ class BM25Index:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, ids: Sequence[str], texts: Sequence[str], groups: Sequence[str] | None = None) -> None:
+    def add(
+        self, ids: Sequence[str], texts: Sequence[str], groups: Sequence[str] | None = None,
+        times: Sequence[float] | None = None,
+    ) -> None:
+        """Index ``texts`` under ``ids``; ``groups`` (sessions) and ``times`` ride along for the read path."""
         self._group_rows = self._members = self._group_of = None
+        if times is not None:
+            self.times.update(zip(ids, times))
         for record_id, text, group in zip(ids, texts, groups or [""] * len(ids)):
             row = len(self.ids)
             counts = Counter(tokenize(text))
@@ -116,14 +123,15 @@ class BM25Index:
 
 
 class LexicalIndexes:
-    """One BM25 index per user, built from ``load(user_id) -> [(id, key, session_id), ...]`` when first needed.
+    """One BM25 index per user, built from ``load(user_id) -> [(id, key, session_id, epoch seconds), ...]``
+    when first needed.
 
     The store keeps a version token per user that every write changes; an index built at another
     version is rebuilt, so writes from other processes (or a shared Chroma server) are never missed.
     """
 
     def __init__(
-        self, load: Callable[[str], Iterable[tuple[str, str, str]]], version: Callable[[str], str | None]
+        self, load: Callable[[str], Iterable[tuple[str, str, str, float]]], version: Callable[[str], str | None]
     ) -> None:
         self._load = load
         self._version = version
@@ -136,17 +144,17 @@ class LexicalIndexes:
             return cached[1]
         index = BM25Index()
         rows = list(self._load(user_id))
-        index.add([i for i, _, _ in rows], [k for _, k, _ in rows], [s for _, _, s in rows])
+        index.add([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
         self._by_user[user_id] = (current, index)
         return index
 
     def extend(self, user_id: str, ids: Sequence[str], keys: Sequence[str], sessions: Sequence[str],
-               before: str | None, after: str) -> None:
+               times: Sequence[float], before: str | None, after: str) -> None:
         """Our own add moved the user from version ``before`` to ``after``: extend the index in place
         when it was current, rather than rebuild it on the next search."""
         cached = self._by_user.get(user_id)
         if cached is not None and cached[0] == before:
-            cached[1].add(ids, keys, sessions)
+            cached[1].add(ids, keys, sessions, times)
             self._by_user[user_id] = (after, cached[1])
 
 

@@ -3,13 +3,34 @@
 One collection holds every user's records; each query carries a ``where`` on ``user_id``, so
 isolation is enforced by the database, not by filtering results afterwards. A second collection
 keeps the history of updates and deletes, so a server deployment needs nothing but Chroma.
+
+Several processes on one embedded folder: chromadb's embedded client keeps each collection's vector
+index (HNSW) in the memory of the process that loaded it, and only that process's own writes reach
+it; metadata and documents live in sqlite, which every process reads fresh. Another process's write
+leaves this process's index behind: a filtered query then meets ids the index lacks (chromadb raises
+"Error finding id"), or ranks a record the other process updated by its old embedding. So every
+write of records here holds a lock file in the folder (``memagent.lock``) and leaves a new token in
+it; before each vector query the store reads that token (a few microseconds), and a token this
+process did not leave means another process wrote: the folder's client is opened afresh (chromadb's
+cached system for the path is dropped) and its indexes load again on first use. Writers that leave no
+token (an older memagent, chromadb used directly) are only noticed when a query fails: the folder is
+then reopened once and the query retried, and ``StaleStoreError`` says to use a server. Many writers
+belong on a Chroma server (``chroma run``, ``MemoryConfig(store={"url": ...})``): one process holds
+the index for all its clients.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -17,7 +38,11 @@ import numpy as np
 
 from memagent._time import from_epoch, to_epoch
 from memagent.config import StoreConfig
+from memagent.errors import MemagentError
 from memagent.schema import HistoryEntry, MemoryRecord, Scope, SearchFilters
+
+if sys.platform != "win32":
+    import fcntl
 
 _META_PREFIX = "meta_"  # user metadata keys are prefixed so they can never shadow ours
 Where = dict[str, Any]
@@ -25,19 +50,188 @@ Where = dict[str, Any]
 
 def make_client(config: StoreConfig) -> Any:
     import chromadb
-    from chromadb.config import Settings
 
-    settings = Settings(anonymized_telemetry=False, allow_reset=False)
     if config.url:
         url = urlparse(config.url)
         return chromadb.HttpClient(
             host=url.hostname or "localhost",
             port=url.port or (443 if url.scheme == "https" else 8000),
             ssl=url.scheme == "https",
-            settings=settings,
+            settings=_settings(),
         )
-    config.path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(config.path), settings=settings)
+    return _folder_client(config.path)
+
+
+def _settings() -> Any:
+    from chromadb.config import Settings
+
+    return Settings(anonymized_telemetry=False, allow_reset=False)
+
+
+def _folder_client(path: Path) -> Any:
+    import chromadb
+
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=_settings())
+
+
+class StaleStoreError(MemagentError):
+    """The embedded folder's vector index could not be brought in step with other processes' writes."""
+
+
+def server_advice(path: Path | str) -> str:
+    return (
+        f"several processes seem to write to the embedded store at {path}, which chromadb's embedded client does "
+        f"not support; run a Chroma server (chroma run --path {path} --host 127.0.0.1 --port 8000) and give every "
+        "process MemoryConfig(store={'url': 'http://127.0.0.1:8000'}) (memagent --url) instead of the folder"
+    )
+
+
+_LOCK_FILE = "memagent.lock"  # writers hold it (flock) and leave their token in it
+_TOKEN_BYTES = 32
+
+
+class _Folder:
+    """An embedded folder as this process sees it. chromadb shares one system (and so one in-memory
+    vector index per collection) among all clients of a path in a process, so every store on the
+    path shares this too.
+
+    ``token`` is the token in the lock file when the open client's indexes were loaded, or the one
+    this process left after its last write: the indexes hold every write up to it, and any other
+    token in the file means another process wrote since.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.RLock()  # opening, and a write with its tokens, one thread at a time
+        self.generation = 0  # bumped by each open; a store reconnects its collections when it moved
+        self.client: Any = None
+        self.names: set[str] = set()  # the collections this process's stores use here
+        self.token = b""
+        self._held: str | None = None  # the file lock this process holds: "write", "read" or none
+        self._system: Any = None  # chromadb's system behind ``client``, and its count of clients
+        self._clients: int | None = None
+        self._retired: Any = None  # the system the last open replaced; the next open stops it
+        path.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        weakref.finalize(self, os.close, self._fd)
+
+    def attach(self, names: set[str]) -> None:
+        """A store uses ``names`` here: open the folder (again, when it brings collections not loaded yet)."""
+        with self.lock:
+            new = names - self.names
+            self.names |= names
+            if self.client is None or new:
+                self.open()
+
+    def read_token(self) -> bytes:
+        return os.pread(self._fd, _TOKEN_BYTES, 0)
+
+    def _leave_token(self) -> bytes:
+        token = uuid.uuid4().hex.encode()
+        os.pwrite(self._fd, token, 0)
+        return token
+
+    def sync(self) -> None:
+        """Reopen when another process wrote since the indexes were loaded (or last written by us)."""
+        if self.read_token() == self.token:
+            return
+        with self.lock:  # a write of ours in another thread may hold it; its token is ours once it ends
+            if self.read_token() != self.token:
+                self.open()
+
+    def open(self) -> None:
+        """A fresh client, its collections' indexes loaded from disk under a shared hold of the lock
+        file: no writer (each holds it alone) is halfway through a write, so the indexes hold exactly
+        the writes up to the token read then."""
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        key = str(self.path)
+        systems = getattr(SharedSystemClient, "_identifier_to_system", None)
+        clients = getattr(SharedSystemClient, "_identifier_to_refcount", None)
+        if not isinstance(systems, dict) or not isinstance(clients, dict):  # not the chromadb we know
+            if self.client is not None:  # a reopen would hand back the same stale system
+                raise StaleStoreError("this chromadb cannot be reopened by memagent: " + server_advice(self.path))
+            systems, clients = {}, {}
+        with self.lock, self._reading():
+            self.token = self.read_token()
+            # drop chromadb's cached system for the path, so the new client loads the indexes from disk
+            old, old_clients = systems.pop(key, None), clients.pop(key, None)
+            only_ours = old is not None and old is self._system and old_clients == self._clients
+            self.client = _folder_client(self.path)
+            self._system, self._clients = systems.get(key), clients.get(key)
+            for collection in self.client.list_collections():
+                if collection.name in self.names:
+                    collection.count()  # chromadb loads a collection's indexes on its first read
+            self.generation += 1
+            # The old system is not stopped now: another thread may be reading through it. The one
+            # the previous open replaced is: every store has moved on since (each call follows the
+            # generation), and stopping it frees its indexes now rather than when the GC finds them.
+            if self._retired is not None:
+                with contextlib.suppress(Exception):  # freeing memory early is all this is for
+                    self._retired.stop()
+            self._retired = old if only_ours else None  # not when a client of someone else's uses it
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A shared hold of the lock file, unless this thread holds it already."""
+        if self._held is not None:
+            yield
+            return
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+        self._held = "read"
+        try:
+            yield
+        finally:
+            self._held = None
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the lock file alone (and the thread lock) for a write. The indexes are brought in step
+        first; a token is left before the write (a writer killed halfway still shows others a change)
+        and after it: that last one is this process's own."""
+        with self.lock:
+            if self._held == "write":  # nested
+                yield
+                return
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._held = "write"
+            try:
+                self.sync()
+                self._leave_token()
+                try:
+                    yield
+                finally:
+                    self.token = self._leave_token()
+            finally:
+                self._held = None
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+_FOLDERS: weakref.WeakValueDictionary[str, _Folder] = weakref.WeakValueDictionary()
+_FOLDERS_LOCK = threading.Lock()
+
+
+def _shared_folder(path: Path) -> _Folder | None:
+    """This process's ``_Folder`` for ``path``; None where the lock file cannot be made (a read-only
+    folder, or Windows: no flock), and the store works as a plain embedded client."""
+    if sys.platform == "win32":
+        return None
+    key = str(Path(path).resolve())
+    with _FOLDERS_LOCK:
+        folder = _FOLDERS.get(key)
+        if folder is None:
+            try:
+                folder = _Folder(Path(key))
+            except OSError:
+                return None
+            _FOLDERS[key] = folder
+        return folder
+
+
+if hasattr(os, "register_at_fork"):  # a forked child opens folders afresh: its own lock file, its own client
+    os.register_at_fork(after_in_child=_FOLDERS.clear)
 
 
 def where_clause(scope: Scope, filters: SearchFilters | None = None) -> Where:
@@ -88,11 +282,60 @@ def record_from_chroma(record_id: str, key: str, meta: Mapping[str, Any]) -> Mem
 
 class ChromaStore:
     def __init__(self, config: StoreConfig, client: Any | None = None) -> None:
-        self.client = client if client is not None else make_client(config)
-        self.records = self.client.get_or_create_collection(config.collection, metadata={"hnsw:space": "cosine"})
-        self.history_log = self.client.get_or_create_collection(config.collection + "_history")
-        self.versions = self.client.get_or_create_collection(config.collection + "_versions")
+        import chromadb.errors
+
+        self._internal_error: type[Exception] = chromadb.errors.InternalError
+        self._name = config.collection
+        embedded = client is None and not config.url
+        self._folder = _shared_folder(config.path) if embedded else None
+        # the folder of an embedded store (ours, or a PersistentClient passed in), for error messages
+        self._path: str | None = str(config.path) if embedded else _persist_directory(client)
+        self._generation = -1
+        if self._folder is not None:
+            self._folder.attach({self._name, self._name + "_history", self._name + "_versions"})
+            self._follow()
+        else:
+            self._connect(client if client is not None else make_client(config), -1)
         self._batch = int(self.client.get_max_batch_size())
+
+    def _connect(self, client: Any, generation: int) -> None:
+        self.client = client
+        self._records = client.get_or_create_collection(self._name, metadata={"hnsw:space": "cosine"})
+        self._history_log = client.get_or_create_collection(self._name + "_history")
+        self._versions = client.get_or_create_collection(self._name + "_versions")
+        self._generation = generation
+
+    def _follow(self) -> None:
+        """Use the folder's current client: this or another store on the folder may have reopened it."""
+        folder = self._folder
+        if folder is not None and folder.generation != self._generation:
+            with folder.lock:
+                self._connect(folder.client, folder.generation)
+
+    @property
+    def records(self) -> Any:
+        self._follow()
+        return self._records
+
+    @property
+    def history_log(self) -> Any:
+        self._follow()
+        return self._history_log
+
+    @property
+    def versions(self) -> Any:
+        self._follow()
+        return self._versions
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every write of records: on a folder, the folder's write lock and tokens."""
+        if self._folder is None:
+            yield
+            return
+        with self._folder.writing():
+            self._follow()
+            yield
 
     # -- records -------------------------------------------------------------------------
     def upsert(
@@ -100,22 +343,24 @@ class ChromaStore:
     ) -> dict[str, str]:
         """Write records. Chroma merges metadata on upsert, so ``replace`` first clears the user
         metadata keys a stored version has and the new one drops (an update must not keep them)."""
-        for start in range(0, len(records), self._batch):
-            part = records[start : start + self._batch]
-            metadatas = [record_to_metadata(r) for r in part]
-            if replace:
-                stored = self.records.get(ids=[r.id for r in part], include=["metadatas"])
-                old_keys = {i: set(m) for i, m in zip(stored["ids"], stored["metadatas"])}
-                for record, meta in zip(part, metadatas):
-                    dropped = {k for k in old_keys.get(record.id, ()) if k.startswith(_META_PREFIX) and k not in meta}
-                    meta.update(dict.fromkeys(dropped))  # None deletes a key in Chroma
-            self.records.upsert(
-                ids=[r.id for r in part],
-                documents=[r.key for r in part],
-                metadatas=metadatas,
-                embeddings=embeddings[start : start + self._batch],
-            )
-        return self.bump({r.user_id for r in records})
+        with self._writing():
+            for start in range(0, len(records), self._batch):
+                part = records[start : start + self._batch]
+                metadatas = [record_to_metadata(r) for r in part]
+                if replace:
+                    stored = self.records.get(ids=[r.id for r in part], include=["metadatas"])
+                    old_keys = {i: set(m) for i, m in zip(stored["ids"], stored["metadatas"])}
+                    for record, meta in zip(part, metadatas):
+                        dropped = {k for k in old_keys.get(record.id, ())
+                                   if k.startswith(_META_PREFIX) and k not in meta}
+                        meta.update(dict.fromkeys(dropped))  # None deletes a key in Chroma
+                self.records.upsert(
+                    ids=[r.id for r in part],
+                    documents=[r.key for r in part],
+                    metadatas=metadatas,
+                    embeddings=embeddings[start : start + self._batch],
+                )
+            return self.bump({r.user_id for r in records})
 
     def get(self, ids: Sequence[str], where: Where | None = None) -> list[MemoryRecord]:
         """Records by id, in the order asked, skipping ids that do not exist (or fail ``where``)."""
@@ -140,35 +385,58 @@ class ChromaStore:
     def existing_ids_where(self, where: Where) -> set[str]:
         return set(self.records.get(where=where, include=[])["ids"])
 
-    def keys(self, where: Where) -> list[tuple[str, str, str]]:
-        """(id, key, session id) of every record matching ``where``: what the lexical index is built from."""
+    def keys(self, where: Where) -> list[tuple[str, str, str, float]]:
+        """(id, key, session id, epoch seconds) of every record matching ``where``: what the lexical
+        index is built from (the time lets the read path re-rank by time without fetching records)."""
         found = self.records.get(where=where, include=["documents", "metadatas"])
         rows = zip(found["ids"], found["documents"], found["metadatas"])
-        return [(i, key, str(meta["session_id"])) for i, key, meta in rows]
+        return [(i, key, str(meta["session_id"]), float(meta["timestamp"])) for i, key, meta in rows]
 
     def nearest(self, embedding: np.ndarray, where: Where, n: int) -> list[tuple[str, float]]:
         """Ids of the ``n`` records nearest to ``embedding`` among those matching ``where``."""
-        result = self.records.query(query_embeddings=[embedding], n_results=n, where=where, include=["distances"])
+        if self._folder is not None:
+            self._folder.sync()  # another process's write: reopen, so the index holds its records
+        try:
+            result = self._query(embedding, where, n)
+        except self._internal_error as exc:  # "Error finding id": the index lacks records the metadata has
+            if self._path is None:
+                raise
+            if self._folder is None:  # a client passed in: not ours to reopen
+                raise StaleStoreError(f"the vector query failed ({exc}); " + server_advice(self._path)) from exc
+            self._folder.open()  # a writer that left no token (see the module docstring): reopen once
+            try:
+                result = self._query(embedding, where, n)
+            except self._internal_error as again:
+                raise StaleStoreError(
+                    f"the vector query failed after a reopen ({again}); " + server_advice(self._path)
+                ) from again
         return list(zip(result["ids"][0], result["distances"][0]))
+
+    def _query(self, embedding: np.ndarray, where: Where, n: int) -> Any:
+        return self.records.query(query_embeddings=[embedding], n_results=n, where=where, include=["distances"])
 
     def delete(self, ids: Sequence[str], user_id: str) -> None:
         if ids:
-            self.records.delete(ids=list(ids))
-            self.bump({user_id})
+            with self._writing():
+                self.records.delete(ids=list(ids))
+                self.bump({user_id})
 
     def count(self) -> int:
         return int(self.records.count())
 
     # -- versions: each user's records change together with a new version token --------------
     def bump(self, user_ids: set[str]) -> dict[str, str]:
-        """Mark users' records as changed, so every process's lexical index sees it needs a rebuild."""
+        """Mark users' records as changed: a lexical index built at another version is rebuilt, in
+        this process and in every other one on the store (a folder's vector index follows the lock
+        file's token instead, see the module docstring)."""
         versions = {user_id: uuid.uuid4().hex for user_id in sorted(user_ids)}
         if versions:
-            self.versions.upsert(
-                ids=list(versions),
-                embeddings=np.zeros((len(versions), 1), dtype=np.float32),  # looked up by id, never searched
-                metadatas=[{"version": v} for v in versions.values()],
-            )
+            with self._writing():
+                self.versions.upsert(
+                    ids=list(versions),
+                    embeddings=np.zeros((len(versions), 1), dtype=np.float32),  # looked up by id, never searched
+                    metadatas=[{"version": v} for v in versions.values()],
+                )
         return versions
 
     def version(self, user_id: str) -> str | None:
@@ -209,3 +477,14 @@ class ChromaStore:
         for start in range(0, len(record_ids), self._batch):
             part = list(record_ids[start : start + self._batch])
             self.history_log.delete(where={"$and": [{"user_id": user_id}, {"record_id": {"$in": part}}]})
+
+
+def _persist_directory(client: Any | None) -> str | None:
+    """The folder of a PersistentClient passed in; None for a server or an in-memory client."""
+    if client is None:
+        return None
+    try:
+        settings = client.get_settings()
+    except Exception:  # a client without settings: nothing to say about its folder
+        return None
+    return str(settings.persist_directory) if getattr(settings, "is_persistent", False) else None
