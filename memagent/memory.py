@@ -93,7 +93,7 @@ class Memory:
         self._model_locks: weakref.WeakKeyDictionary[LLM, threading.Lock] = weakref.WeakKeyDictionary()
         self._llm = None if llm is None else self._locked(llm)
         self._expander = expander
-        lexical = LexicalIndexes(lambda user: self.store.keys(where_clause(Scope(user_id=user))), self.store.version)
+        lexical = LexicalIndexes(self.store.keys, self.store.version)
         self.writer = RecordWriter(self.store, self.embedder, lexical, self._get_expander,
                                    granularity=config.granularity, key=config.key)
         self.retriever = HybridRetriever(self.store, self.embedder, lexical, config.retrieval,
@@ -231,7 +231,7 @@ class Memory:
     def get(self, record_id: str, /, *, user_id: str) -> MemoryRecord:
         """One of the user's records by id; ``RecordNotFound`` when the user has no record with it."""
         scope = validate_scope(user_id)
-        found = self.store.get([validate_id(record_id, "record_id")], where=where_clause(scope))
+        found = self.store.get(scope.user_id, [validate_id(record_id, "record_id")])
         if not found:
             raise RecordNotFound(record_id)
         return found[0]
@@ -241,7 +241,7 @@ class Memory:
     ) -> list[MemoryRecord]:
         """All records of the scope, oldest conversation first."""
         scope = validate_scope(user_id, agent_id, run_id)
-        return self.store.find(where_clause(scope, coerce_filters(filters)))
+        return self.store.find(scope.user_id, where_clause(scope, coerce_filters(filters)))
 
     def history(self, record_id: str, /, *, user_id: str) -> list[HistoryEntry]:
         """What the user's record was before each update or delete, oldest first."""
@@ -280,15 +280,15 @@ class Memory:
         """Forget one of the user's records; its last version goes to history."""
         with self._lock:
             old = self.get(record_id, user_id=user_id)
-            self.store.delete([old.id], old.user_id)
+            self.store.delete(old.user_id, [old.id])
             self.store.log([HistoryEntry(record_id=old.id, event="delete", previous=old, changed_at=utc_now())])
 
     def delete_all(self, *, user_id: str, agent_id: str | None = None, run_id: str | None = None) -> int:
         """Forget every record of the scope and its history. Other users (and agents, runs) are untouched."""
         scope = validate_scope(user_id, agent_id, run_id)
         with self._lock:
-            ids = sorted(self.store.existing_ids_where(where_clause(scope)))
-            self.store.delete(ids, scope.user_id)
+            ids = sorted(self.store.existing_ids_where(scope.user_id, where_clause(scope)))
+            self.store.delete(scope.user_id, ids)
             self.store.forget_history(scope.user_id, None if scope == Scope(user_id=scope.user_id) else ids)
         return len(ids)
 
@@ -309,16 +309,14 @@ class Memory:
     def import_(self, source: str | Path | Iterable[str], /, *, user_id: str, as_user: str | None = None) -> int:
         """Read JSONL written by ``export`` of ``user_id``; ``as_user`` stores the records as that user's.
 
-        Every line is checked before anything is written, so a bad file changes nothing: a record of
-        another user than ``user_id``, or one whose id another user's record holds, is refused.
+        Every line is checked before anything is written, so a bad file changes nothing, and a record
+        of another user than ``user_id`` is refused. Records go to the target user's own collection, so
+        an import can never overwrite another user's record, whatever ids the file holds.
         """
         owner = validate_scope(user_id).user_id
         target = owner if as_user is None else validate_id(as_user, "as_user")
         records = [_moved(r, target) for r in _read_export(source, owner)]
         with self._lock:
-            taken = [r for r in self.store.get([r.id for r in records]) if r.user_id != target]
-            if taken:
-                raise InputError("source", f"record {taken[0].id!r} belongs to another user; nothing was imported")
             self.writer.write(records, replace=True)
         return len(records)
 

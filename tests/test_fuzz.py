@@ -56,12 +56,17 @@ def fast(tmp_path: Path) -> Memory:
     return Memory(MemoryConfig(), path=tmp_path / "store", embedder=HashEmbedder())
 
 
+def _rows(collection: Any) -> list[tuple[str, ...]]:
+    found = collection.get(include=["documents", "metadatas"])
+    rows = zip(found["ids"], found["documents"], found["metadatas"])
+    return [(i, d, json.dumps(m, sort_keys=True)) for i, d, m in rows]
+
+
 def snapshot(memory: Memory) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
     """Every record and history entry in the store, whoever's."""
-    records = memory.store.records.get(include=["documents", "metadatas"])
+    rows = [row for c in memory.store.user_collections() for row in _rows(c)]
     history = memory.store.history_log.get(include=["metadatas"])
-    return (sorted((i, d, json.dumps(m, sort_keys=True)) for i, d, m in zip(records["ids"], records["documents"],
-                                                                             records["metadatas"])),
+    return (sorted(rows),
             sorted((i, json.dumps(m, sort_keys=True)) for i, m in zip(history["ids"], history["metadatas"])))
 
 

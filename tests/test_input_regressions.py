@@ -41,12 +41,17 @@ def fast_memory(path: Path, **settings: Any) -> Memory:
     return Memory(MemoryConfig(**settings), path=path, embedder=HashEmbedder())
 
 
+def _rows(collection: Any) -> list[tuple[str, ...]]:
+    found = collection.get(include=["documents", "metadatas"])
+    rows = zip(found["ids"], found["documents"], found["metadatas"])
+    return [(i, d, json.dumps(m, sort_keys=True)) for i, d, m in rows]
+
+
 def snapshot(memory: Memory) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
     """Every record and history entry in the store, whoever's: what a refused call must not change."""
-    records = memory.store.records.get(include=["documents", "metadatas"])
+    rows = [row for c in memory.store.user_collections() for row in _rows(c)]
     history = memory.store.history_log.get(include=["metadatas"])
-    return (sorted((i, d, json.dumps(m, sort_keys=True)) for i, d, m in zip(records["ids"], records["documents"],
-                                                                             records["metadatas"])),
+    return (sorted(rows),
             sorted((i, json.dumps(m, sort_keys=True)) for i, m in zip(history["ids"], history["metadatas"])))
 
 
@@ -106,13 +111,13 @@ def test_an_import_line_with_another_users_record_id_cannot_take_that_record_ove
     history = memory.history(bos.id, user_id="bo")
     kept = memory.get(bos.id, user_id="bo")
     line = line_of(memory, "ana", id=bos.id, value="user: my locker code is 0000")
-    before = snapshot(memory)
-    with pytest.raises(InputError, match=f"^source: record '{bos.id}' belongs to another user"):
-        memory.import_([line], user_id="ana")
-    assert snapshot(memory) == before
+    bos_collection = _rows(memory.store.records("bo"))
+    # each user's records live in a collection of their own: the line lands in ana's, never in bo's
+    memory.import_([line], user_id="ana")
+    assert _rows(memory.store.records("bo")) == bos_collection
     assert memory.get(bos.id, user_id="bo") == kept and memory.history(bos.id, user_id="bo") == history
-    with pytest.raises(RecordNotFound):
-        memory.get(bos.id, user_id="ana")
+    assert memory.get(bos.id, user_id="ana").value == "user: my locker code is 0000"
+    assert [h.record.user_id for h in memory.search("locker code", user_id="bo")] == ["bo"]
 
 
 # -- (d) ids hashed "user\0session\0value": a NUL moved between two ids made the same id ------------
@@ -144,8 +149,6 @@ def test_session_mode_add_cannot_return_or_take_over_another_users_session_recor
         assert "secret" not in "".join(r.value for r in stored["v"])
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed by this change: RecordWriter.write (index/writer.py) upserts an "
-                   "added record over a record of another user that holds its id; an import can plant one")
 def test_an_imported_record_cannot_squat_the_id_of_another_users_future_session_record(make_memory) -> None:
     memory = make_memory(granularity="session")
     memory.add(exchange("ana's own"), user_id="ana", session_id="a1")
@@ -160,8 +163,6 @@ def test_an_imported_record_cannot_squat_the_id_of_another_users_future_session_
     assert memory.get(probe.id, user_id="ana") == planted  # bo's add must not overwrite ana's record
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed by this change: ChromaStore.upsert(replace=True) (store/chroma.py) "
-                   "clears the dropped meta_ keys but not agent_id/run_id, and Chroma merges metadata on upsert")
 def test_reimporting_a_record_without_its_agent_id_stores_it_without_one(tmp_path) -> None:
     memory = fast_memory(tmp_path / "store")
     memory.add(exchange("I play the cello"), user_id="ana", agent_id="tutor", run_id="r1", session_id="s1")

@@ -65,7 +65,7 @@ def test_every_method_refuses_a_missing_user_id(two_users, name: str) -> None:
     for bad in (None, "", "  ", "a\x00b", "x" * 257):
         with pytest.raises(InputError, match=r"^user_id: "):
             CALLS[name](memory, user_id=bad)
-    assert sorted(r.user_id for r in memory.store.find({"user_id": {"$in": ["ana", "bo"]}})) == ["ana", "bo"]
+    assert sorted(r.user_id for u in ("ana", "bo") for r in memory.store.find(u)) == ["ana", "bo"]
 
 
 def test_agent_and_run_scopes_narrow_every_read_and_stay_inside_the_user(memory: Memory) -> None:

@@ -113,7 +113,8 @@ class RecordWriter:
     def _session_records(self, scope: Scope, session_id: str) -> list[MemoryRecord]:
         """The session's records in exactly this scope (a search scope would also take other agents' records)."""
         where = where_clause(Scope(user_id=scope.user_id), SearchFilters(session_ids=[session_id]))
-        return [r for r in self.store.find(where) if (r.agent_id, r.run_id) == (scope.agent_id, scope.run_id)]
+        exact = (scope.agent_id, scope.run_id)
+        return [r for r in self.store.find(scope.user_id, where) if (r.agent_id, r.run_id) == exact]
 
     def key_of(self, value: str) -> str:
         """The key of a value given as text (an update), expanded like an added round's."""

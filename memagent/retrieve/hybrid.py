@@ -59,7 +59,7 @@ class HybridRetriever:
             part = fused[start : start + k]
             # every ranking already kept to the scope; fetching by id alone is 6x faster in Chroma than
             # with the where clause, and the scope is checked once more here
-            records = {r.id: r for r in self.store.get([i for i, _, _ in part]) if scope.holds(r)}
+            records = {r.id: r for r in self.store.get(scope.user_id, [i for i, _, _ in part]) if scope.holds(r)}
             for i, score, why in part:
                 if i in records:
                     moved = window is not None and window.contains(records[i].timestamp)
@@ -75,12 +75,12 @@ class HybridRetriever:
         where = where_clause(scope, filters)
         rankings: dict[str, list[str]] = {}
         if "dense" in retrievers:
-            rankings["dense"] = dense_ranking(self.store, self.embedder, query, where, depth)
+            rankings["dense"] = dense_ranking(self.store, self.embedder, query, scope.user_id, where, depth)
         if not {"lexical", "session"} & retrievers:
             return reciprocal_rank_fusion(rankings, self.config.rrf_k)
         index = self.lexical.for_user(scope.user_id)  # once: each call checks the store's version
         narrowed = filters != SearchFilters() or scope != Scope(user_id=scope.user_id)
-        allowed = self.store.existing_ids_where(where) if narrowed else None
+        allowed = self.store.existing_ids_where(scope.user_id, where) if narrowed else None
         if "lexical" in retrievers:
             rankings["lexical"] = [i for i, _ in index.search(query, depth, allowed)]
         votes: dict[str, dict[str, int]] = {}
@@ -108,7 +108,7 @@ class HybridRetriever:
         indexed = bool({"lexical", "session"} & set(self.config.retrievers))
         known = self.lexical.for_user(scope.user_id).times if indexed else {}
         missing = [i for i, _, _ in fused if i not in known]
-        fetched = {r.id: to_epoch(r.timestamp) for r in self.store.get(missing)} if missing else {}
+        fetched = {r.id: to_epoch(r.timestamp) for r in self.store.get(scope.user_id, missing)} if missing else {}
         moments = [from_epoch(known[i]) if i in known else from_epoch(fetched[i]) if i in fetched else None
                    for i, _, _ in fused]
         return front_in_range(fused, moments, window)

@@ -127,7 +127,9 @@ class LexicalIndexes:
     when first needed.
 
     The store keeps a version token per user that every write changes; an index built at another
-    version is rebuilt, so writes from other processes (or a shared Chroma server) are never missed.
+    version is rebuilt, so it follows other processes' writes (a folder's vector index follows them
+    through the store's lock-file token, see store/chroma.py); a writer killed between its upsert and
+    its version bump is seen at the user's next write.
     """
 
     def __init__(

@@ -1,8 +1,11 @@
 """Chroma as the record store: an embedded folder by default, a Chroma server by URL.
 
-One collection holds every user's records; each query carries a ``where`` on ``user_id``, so
-isolation is enforced by the database, not by filtering results afterwards. A second collection
-keeps the history of updates and deletes, so a server deployment needs nothing but Chroma.
+Each user's records live in a collection of their own (``<collection>-u-<sha256 of the user id>``),
+so isolation is physical: a query can only ever see one user's records, and it needs no ``where``
+on the user, which made Chroma's query 15x slower (58 ms against 4 ms at 10k records, one user).
+Two shared collections keep the history of updates and deletes and each user's version token, so a
+server deployment needs nothing but Chroma. A store written by memagent 0.1 (every user in one
+collection) is moved into per-user collections the first time it is opened.
 
 Several processes on one embedded folder: chromadb's embedded client keeps each collection's vector
 index (HNSW) in the memory of the process that loaded it, and only that process's own writes reach
@@ -22,6 +25,7 @@ the index for all its clients.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -123,6 +127,11 @@ class _Folder:
             self.names |= names
             if self.client is None or new:
                 self.open()
+
+    def load(self, collection: Any) -> None:
+        """Load a collection's index now, under a shared hold of the lock file (see ``open``)."""
+        with self.lock, self._reading():
+            collection.count()  # chromadb loads a collection's indexes on its first read
 
     def read_token(self) -> bytes:
         return os.pread(self._fd, _TOKEN_BYTES, 0)
@@ -234,10 +243,11 @@ if hasattr(os, "register_at_fork"):  # a forked child opens folders afresh: its 
     os.register_at_fork(after_in_child=_FOLDERS.clear)
 
 
-def where_clause(scope: Scope, filters: SearchFilters | None = None) -> Where:
-    """The Chroma filter for one scope's records (a user, maybe one agent or run), narrowed by ``filters``."""
-    clauses: list[Where] = [{"user_id": scope.user_id}]
-    clauses += [{name: value} for name, value in (("agent_id", scope.agent_id), ("run_id", scope.run_id)) if value]
+def where_clause(scope: Scope, filters: SearchFilters | None = None) -> Where | None:
+    """The Chroma filter inside the user's collection: agent and run when the scope names them,
+    narrowed by ``filters``; None when nothing narrows (the collection is the user)."""
+    clauses: list[Where] = [{name: value} for name, value in (("agent_id", scope.agent_id), ("run_id", scope.run_id))
+                            if value]
     if filters is not None:
         if filters.session_ids is not None:
             clauses.append({"session_id": {"$in": list(filters.session_ids)}})
@@ -247,7 +257,19 @@ def where_clause(scope: Scope, filters: SearchFilters | None = None) -> Where:
             clauses.append({"timestamp": {"$lte": to_epoch(filters.end)}})
         for name, value in filters.metadata.items():
             clauses.append({_META_PREFIX + name: value})
+    if not clauses:
+        return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def collection_name(base: str, user_id: str) -> str:
+    """A user's collection: Chroma names allow [a-zA-Z0-9._-] only, so the user id is hashed."""
+    return f"{base}-u-{hashlib.sha256(user_id.encode()).hexdigest()[:32]}"
+
+
+def _optional(key: str) -> bool:
+    """Metadata keys a record may lack: user metadata, agent and run."""
+    return key.startswith(_META_PREFIX) or key in ("agent_id", "run_id")
 
 
 def record_to_metadata(record: MemoryRecord) -> dict[str, Any]:
@@ -281,6 +303,8 @@ def record_from_chroma(record_id: str, key: str, meta: Mapping[str, Any]) -> Mem
 
 
 class ChromaStore:
+    """Records in one collection per user; history and version tokens in two shared collections."""
+
     def __init__(self, config: StoreConfig, client: Any | None = None) -> None:
         import chromadb.errors
 
@@ -291,18 +315,21 @@ class ChromaStore:
         # the folder of an embedded store (ours, or a PersistentClient passed in), for error messages
         self._path: str | None = str(config.path) if embedded else _persist_directory(client)
         self._generation = -1
+        self._users: dict[str, Any] = {}  # user id -> that user's collection, on the current client
+        self._lock = threading.Lock()
         if self._folder is not None:
-            self._folder.attach({self._name, self._name + "_history", self._name + "_versions"})
+            self._folder.attach({self._name + "_history", self._name + "_versions"})
             self._follow()
         else:
             self._connect(client if client is not None else make_client(config), -1)
         self._batch = int(self.client.get_max_batch_size())
+        self._move_shared_collection()
 
     def _connect(self, client: Any, generation: int) -> None:
         self.client = client
-        self._records = client.get_or_create_collection(self._name, metadata={"hnsw:space": "cosine"})
         self._history_log = client.get_or_create_collection(self._name + "_history")
         self._versions = client.get_or_create_collection(self._name + "_versions")
+        self._users = {}
         self._generation = generation
 
     def _follow(self) -> None:
@@ -312,10 +339,26 @@ class ChromaStore:
             with folder.lock:
                 self._connect(folder.client, folder.generation)
 
-    @property
-    def records(self) -> Any:
+    def records(self, user_id: str) -> Any:
+        """The user's collection (made on first use; on a folder its index loads under the lock file's
+        shared hold, so no writer of another process is halfway through a write)."""
         self._follow()
-        return self._records
+        collection = self._users.get(user_id)
+        if collection is None:
+            with self._lock:
+                collection = self.client.get_or_create_collection(
+                    collection_name(self._name, user_id), metadata={"hnsw:space": "cosine", "user_id": user_id}
+                )
+                if self._folder is not None:
+                    self._folder.load(collection)
+                self._users[user_id] = collection
+        return collection
+
+    def user_collections(self) -> list[Any]:
+        """Every user's collection in this store."""
+        self._follow()
+        prefix = f"{self._name}-u-"
+        return [self.client.get_collection(c.name) for c in self.client.list_collections() if c.name.startswith(prefix)]
 
     @property
     def history_log(self) -> Any:
@@ -337,67 +380,97 @@ class ChromaStore:
             self._follow()
             yield
 
+    def _move_shared_collection(self) -> None:
+        """A memagent 0.1 store kept every user in one collection named ``collection``: move its
+        records (embeddings included: nothing is embedded again) into per-user collections, once."""
+        if self._name not in {c.name for c in self.client.list_collections()}:
+            return
+        with self._writing():
+            shared = self.client.get_collection(self._name)
+            moved: set[str] = set()
+            while True:
+                part = shared.get(limit=self._batch, include=["documents", "metadatas", "embeddings"])
+                if not part["ids"]:
+                    break
+                by_user: dict[str, list[int]] = {}
+                for n, meta in enumerate(part["metadatas"]):
+                    by_user.setdefault(str(meta["user_id"]), []).append(n)
+                moved |= set(by_user)
+                for user_id, rows in by_user.items():
+                    self.records(user_id).upsert(
+                        ids=[part["ids"][n] for n in rows], documents=[part["documents"][n] for n in rows],
+                        metadatas=[part["metadatas"][n] for n in rows],
+                        embeddings=[part["embeddings"][n] for n in rows],
+                    )
+                shared.delete(ids=part["ids"])
+            self.client.delete_collection(self._name)
+            self.bump(moved)  # every process's BM25 index of those users is rebuilt
+
     # -- records -------------------------------------------------------------------------
     def upsert(
         self, records: Sequence[MemoryRecord], embeddings: np.ndarray, *, replace: bool = False
     ) -> dict[str, str]:
-        """Write records. Chroma merges metadata on upsert, so ``replace`` first clears the user
-        metadata keys a stored version has and the new one drops (an update must not keep them)."""
+        """Write records, each into its user's collection. Chroma merges metadata on upsert, so
+        ``replace`` first clears the optional keys a stored version has and the new one drops (an
+        update must not keep them)."""
         with self._writing():
-            for start in range(0, len(records), self._batch):
-                part = records[start : start + self._batch]
-                metadatas = [record_to_metadata(r) for r in part]
-                if replace:
-                    stored = self.records.get(ids=[r.id for r in part], include=["metadatas"])
-                    old_keys = {i: set(m) for i, m in zip(stored["ids"], stored["metadatas"])}
-                    for record, meta in zip(part, metadatas):
-                        dropped = {k for k in old_keys.get(record.id, ())
-                                   if k.startswith(_META_PREFIX) and k not in meta}
-                        meta.update(dict.fromkeys(dropped))  # None deletes a key in Chroma
-                self.records.upsert(
-                    ids=[r.id for r in part],
-                    documents=[r.key for r in part],
-                    metadatas=metadatas,
-                    embeddings=embeddings[start : start + self._batch],
-                )
-            return self.bump({r.user_id for r in records})
+            rows_of: dict[str, list[int]] = {}
+            for n, record in enumerate(records):
+                rows_of.setdefault(record.user_id, []).append(n)
+            for user_id, rows in rows_of.items():
+                for start in range(0, len(rows), self._batch):
+                    part = rows[start : start + self._batch]
+                    self._upsert(user_id, [records[n] for n in part], embeddings[part], replace)
+            return self.bump(set(rows_of))
 
-    def get(self, ids: Sequence[str], where: Where | None = None) -> list[MemoryRecord]:
-        """Records by id, in the order asked, skipping ids that do not exist (or fail ``where``)."""
+    def _upsert(self, user_id: str, part: Sequence[MemoryRecord], embeddings: np.ndarray, replace: bool) -> None:
+        collection = self.records(user_id)
+        metadatas = [record_to_metadata(r) for r in part]
+        if replace:
+            stored = collection.get(ids=[r.id for r in part], include=["metadatas"])
+            old_keys = {i: set(m) for i, m in zip(stored["ids"], stored["metadatas"])}
+            for record, meta in zip(part, metadatas):
+                dropped = {k for k in old_keys.get(record.id, ()) if _optional(k) and k not in meta}
+                meta.update(dict.fromkeys(dropped))  # None deletes a key in Chroma
+        collection.upsert(ids=[r.id for r in part], documents=[r.key for r in part], metadatas=metadatas,
+                          embeddings=embeddings)
+
+    def get(self, user_id: str, ids: Sequence[str], where: Where | None = None) -> list[MemoryRecord]:
+        """The user's records by id, in the order asked, skipping ids that do not exist (or fail ``where``)."""
         if not ids:
             return []
-        found = self.records.get(ids=list(ids), where=where, include=["documents", "metadatas"])
+        found = self.records(user_id).get(ids=list(ids), where=where, include=["documents", "metadatas"])
         by_id = {
             i: record_from_chroma(i, doc, meta)
             for i, doc, meta in zip(found["ids"], found["documents"], found["metadatas"])
         }
         return [by_id[i] for i in ids if i in by_id]
 
-    def find(self, where: Where) -> list[MemoryRecord]:
-        """Every record matching ``where``, oldest conversation first."""
-        found = self.records.get(where=where, include=["documents", "metadatas"])
+    def find(self, user_id: str, where: Where | None = None) -> list[MemoryRecord]:
+        """Every record of the user matching ``where``, oldest conversation first."""
+        found = self.records(user_id).get(where=where, include=["documents", "metadatas"])
         records = [
             record_from_chroma(i, doc, meta)
             for i, doc, meta in zip(found["ids"], found["documents"], found["metadatas"])
         ]
         return sorted(records, key=lambda r: (r.timestamp, r.session_id, r.round_index))
 
-    def existing_ids_where(self, where: Where) -> set[str]:
-        return set(self.records.get(where=where, include=[])["ids"])
+    def existing_ids_where(self, user_id: str, where: Where | None = None) -> set[str]:
+        return set(self.records(user_id).get(where=where, include=[])["ids"])
 
-    def keys(self, where: Where) -> list[tuple[str, str, str, float]]:
-        """(id, key, session id, epoch seconds) of every record matching ``where``: what the lexical
-        index is built from (the time lets the read path re-rank by time without fetching records)."""
-        found = self.records.get(where=where, include=["documents", "metadatas"])
+    def keys(self, user_id: str) -> list[tuple[str, str, str, float]]:
+        """(id, key, session id, epoch seconds) of every record of the user: what the lexical index is
+        built from (the time lets the read path re-rank by time without fetching records)."""
+        found = self.records(user_id).get(include=["documents", "metadatas"])
         rows = zip(found["ids"], found["documents"], found["metadatas"])
         return [(i, key, str(meta["session_id"]), float(meta["timestamp"])) for i, key, meta in rows]
 
-    def nearest(self, embedding: np.ndarray, where: Where, n: int) -> list[tuple[str, float]]:
-        """Ids of the ``n`` records nearest to ``embedding`` among those matching ``where``."""
+    def nearest(self, user_id: str, embedding: np.ndarray, where: Where | None, n: int) -> list[tuple[str, float]]:
+        """Ids of the user's ``n`` records nearest to ``embedding`` among those matching ``where``."""
         if self._folder is not None:
             self._folder.sync()  # another process's write: reopen, so the index holds its records
         try:
-            result = self._query(embedding, where, n)
+            result = self._query(user_id, embedding, where, n)
         except self._internal_error as exc:  # "Error finding id": the index lacks records the metadata has
             if self._path is None:
                 raise
@@ -405,24 +478,27 @@ class ChromaStore:
                 raise StaleStoreError(f"the vector query failed ({exc}); " + server_advice(self._path)) from exc
             self._folder.open()  # a writer that left no token (see the module docstring): reopen once
             try:
-                result = self._query(embedding, where, n)
+                result = self._query(user_id, embedding, where, n)
             except self._internal_error as again:
                 raise StaleStoreError(
                     f"the vector query failed after a reopen ({again}); " + server_advice(self._path)
                 ) from again
         return list(zip(result["ids"][0], result["distances"][0]))
 
-    def _query(self, embedding: np.ndarray, where: Where, n: int) -> Any:
-        return self.records.query(query_embeddings=[embedding], n_results=n, where=where, include=["distances"])
+    def _query(self, user_id: str, embedding: np.ndarray, where: Where | None, n: int) -> Any:
+        collection = self.records(user_id)
+        return collection.query(query_embeddings=[embedding], n_results=n, where=where, include=["distances"])
 
-    def delete(self, ids: Sequence[str], user_id: str) -> None:
+    def delete(self, user_id: str, ids: Sequence[str]) -> None:
         if ids:
             with self._writing():
-                self.records.delete(ids=list(ids))
+                for start in range(0, len(ids), self._batch):
+                    self.records(user_id).delete(ids=list(ids[start : start + self._batch]))
                 self.bump({user_id})
 
     def count(self) -> int:
-        return int(self.records.count())
+        """Records of every user."""
+        return sum(int(c.count()) for c in self.user_collections())
 
     # -- versions: each user's records change together with a new version token --------------
     def bump(self, user_ids: set[str]) -> dict[str, str]:

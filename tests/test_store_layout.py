@@ -1,0 +1,43 @@
+"""How records lie in Chroma: one collection per user, and a memagent 0.1 store (every user in one
+collection) moved into that layout on first open, nothing embedded again and nothing lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import chromadb
+from chromadb.config import Settings
+
+from memagent import Memory
+from memagent.store.chroma import collection_name, record_to_metadata
+from tests.conftest import exchange
+
+
+def test_each_user_has_a_collection_holding_only_their_records(memory: Memory) -> None:
+    memory.add(exchange("I adopted a greyhound called Pixel"), user_id="ana", session_id="s1")
+    memory.add(exchange("My locker code is 4417") + exchange("and my bike is red"), user_id="bo", session_id="s1")
+    names = sorted(c.name for c in memory.store.user_collections())
+    assert names == sorted(collection_name("memagent", u) for u in ("ana", "bo"))
+    for user, count in (("ana", 1), ("bo", 2)):
+        found = memory.store.records(user).get(include=["metadatas"])
+        assert len(found["ids"]) == count and {m["user_id"] for m in found["metadatas"]} == {user}
+
+
+def test_a_store_of_one_shared_collection_is_moved_per_user_on_first_open(make_memory, tmp_path: Path) -> None:
+    # write records the way memagent 0.1 did: one collection for every user, a where on user_id
+    source = make_memory(path=tmp_path / "source")
+    records = [*source.add(exchange("I adopted a greyhound called Pixel"), user_id="ana", session_id="s1"),
+               *source.add(exchange("My locker code is 4417"), user_id="bo", session_id="s1")]
+    vectors = source.embedder.embed_documents([r.key for r in records])
+    old = chromadb.PersistentClient(path=str(tmp_path / "old"), settings=Settings(anonymized_telemetry=False))
+    old.create_collection("memagent", metadata={"hnsw:space": "cosine"}).add(
+        ids=[r.id for r in records], documents=[r.key for r in records],
+        metadatas=[record_to_metadata(r) for r in records], embeddings=vectors)
+    del old
+
+    memory = make_memory(path=tmp_path / "old")
+    assert "memagent" not in {c.name for c in memory.store.client.list_collections()}
+    assert memory.get_all(user_id="ana") == [records[0]] and memory.get_all(user_id="bo") == [records[1]]
+    (hit,) = memory.search("greyhound Pixel", user_id="ana", k=5)
+    assert hit.record == records[0] and hit.why["dense"] == 1
+    assert memory.embedder.misses == 1  # the query alone: records moved with their embeddings
