@@ -41,3 +41,12 @@ def test_a_store_of_one_shared_collection_is_moved_per_user_on_first_open(make_m
     (hit,) = memory.search("greyhound Pixel", user_id="ana", k=5)
     assert hit.record == records[0] and hit.why["dense"] == 1
     assert memory.embedder.misses == 1  # the query alone: records moved with their embeddings
+
+
+def test_reading_every_record_of_a_user_goes_past_one_page(memory: Memory, monkeypatch) -> None:
+    # one unbounded chromadb get of 100k records failed ("too many SQL variables"): reads are paged
+    monkeypatch.setattr(memory.store, "_batch", 2)
+    memory.add(exchange("one") + exchange("two") + exchange("three") + exchange("four") + exchange("five"),
+               user_id="ana", session_id="s1")
+    assert [r.round_index for r in memory.get_all(user_id="ana")] == [0, 1, 2, 3, 4]
+    assert len(memory.search("three", user_id="ana", k=10)) == 5

@@ -446,9 +446,18 @@ class ChromaStore:
         }
         return [by_id[i] for i in ids if i in by_id]
 
+    def _get_all(self, user_id: str, where: Where | None, include: list[str]) -> dict[str, list[Any]]:
+        """Every record of the user matching ``where``, read in pages: one unbounded get of 100k
+        records fails in chromadb ("too many SQL variables")."""
+        collection, pages = self.records(user_id), list[Any]()
+        while not pages or len(pages[-1]["ids"]) == self._batch:
+            pages.append(collection.get(where=where, include=include, limit=self._batch,
+                                        offset=len(pages) * self._batch))
+        return {field: [x for page in pages for x in page[field] or []] for field in ["ids", *include]}
+
     def find(self, user_id: str, where: Where | None = None) -> list[MemoryRecord]:
         """Every record of the user matching ``where``, oldest conversation first."""
-        found = self.records(user_id).get(where=where, include=["documents", "metadatas"])
+        found = self._get_all(user_id, where, ["documents", "metadatas"])
         records = [
             record_from_chroma(i, doc, meta)
             for i, doc, meta in zip(found["ids"], found["documents"], found["metadatas"])
@@ -456,12 +465,12 @@ class ChromaStore:
         return sorted(records, key=lambda r: (r.timestamp, r.session_id, r.round_index))
 
     def existing_ids_where(self, user_id: str, where: Where | None = None) -> set[str]:
-        return set(self.records(user_id).get(where=where, include=[])["ids"])
+        return set(self._get_all(user_id, where, [])["ids"])
 
     def keys(self, user_id: str) -> list[tuple[str, str, str, float]]:
         """(id, key, session id, epoch seconds) of every record of the user: what the lexical index is
         built from (the time lets the read path re-rank by time without fetching records)."""
-        found = self.records(user_id).get(include=["documents", "metadatas"])
+        found = self._get_all(user_id, None, ["documents", "metadatas"])
         rows = zip(found["ids"], found["documents"], found["metadatas"])
         return [(i, key, str(meta["session_id"]), float(meta["timestamp"])) for i, key, meta in rows]
 
