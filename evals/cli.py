@@ -145,13 +145,14 @@ def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: E
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
-    from memagent import SentenceTransformerEmbedder
+    from memagent import MemoryConfig
+    from memagent.embedding import embedder_from_config
 
     items, split = load_benchmark(args.benchmark, args.data)
     items = select(items, args.types, args.limit, args.per_type, args.seed, args.only)
     out = args.out or Path("evals/results") / args.data.stem
     out.mkdir(parents=True, exist_ok=True)
-    embedder = SentenceTransformerEmbedder()
+    embedder = embedder_from_config(MemoryConfig().embedder)  # MEMAGENT_EMBEDDER__* (backend, model) apply
     if args.qa:
         return qa_main(args, items, split, embedder, out)
     run = run_retrieval(items, args.retriever, cache=args.cache, embedder=embedder, out=out / "per_question.jsonl")

@@ -1,7 +1,7 @@
 """memagent: long-term memory for chat assistants, local-first."""
 
 from memagent.config import EmbedderConfig, ExpansionConfig, MemoryConfig, ReaderConfig, RetrievalConfig, StoreConfig
-from memagent.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
+from memagent.embedding import CachedEmbedder, Embedder, OnnxEmbedder, SentenceTransformerEmbedder
 from memagent.errors import InputError, MemagentError, RecordNotFound
 from memagent.llm.base import LLM, Generation, LLMError
 from memagent.llm.scripted import ScriptedLLM
@@ -28,6 +28,7 @@ __all__ = [
     "MemoryConfig",
     "MemoryRecord",
     "Message",
+    "OnnxEmbedder",
     "ReaderConfig",
     "RecordNotFound",
     "RetrievalConfig",

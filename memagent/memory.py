@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from memagent._time import parse_timestamp, utc_now
 from memagent.answer.reader import Passage, read
 from memagent.config import MemoryConfig, default_store_path
-from memagent.embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
+from memagent.embedding import CachedEmbedder, Embedder, embedder_from_config
 from memagent.errors import InputError, RecordNotFound
 from memagent.index.decompose import split_rounds
 from memagent.index.keys import CachedExpander, Expander, make_expander
@@ -324,8 +324,7 @@ class Memory:
 def _cached(embedder: Embedder | None, config: MemoryConfig, cache_dir: Path) -> Embedder:
     """The embedder (the config's when none is given) behind a cache by content hash."""
     if embedder is None:
-        options = config.embedder
-        embedder = SentenceTransformerEmbedder(options.model, device=options.device, batch_size=options.batch_size)
+        embedder = embedder_from_config(config.embedder)
     if isinstance(embedder, CachedEmbedder):
         return embedder
     return CachedEmbedder(embedder, config.embedder.cache_path or cache_dir / "embedding_cache.sqlite")

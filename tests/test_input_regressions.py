@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from memagent import Embedder, InputError, Memory, MemoryConfig, MemoryRecord, RecordNotFound, ScriptedLLM
+from memagent import Embedder, InputError, Memory, MemoryConfig, MemoryRecord, ScriptedLLM
 from tests.conftest import exchange
 
 

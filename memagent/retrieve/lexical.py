@@ -25,6 +25,7 @@ class BM25Index:
         self.groups: list[str] = []  # the session each row belongs to ("" when not given)
         self.times: dict[str, float] = {}  # id -> conversation time (epoch seconds), when given
         self._lengths: list[int] = []
+        self._norms: np.ndarray | None = None  # BM25's length normalisation per row, kept between queries
         self._postings: dict[str, list[tuple[int, int]]] = {}
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # term -> (doc rows, term counts)
         self._group_rows: tuple[np.ndarray, np.ndarray] | None = None  # (group names, group of each row)
@@ -40,6 +41,7 @@ class BM25Index:
     ) -> None:
         """Index ``texts`` under ``ids``; ``groups`` (sessions) and ``times`` ride along for the read path."""
         self._group_rows = self._members = self._group_of = None
+        self._norms = None
         if times is not None:
             self.times.update(zip(ids, times))
         for record_id, text, group in zip(ids, texts, groups or [""] * len(ids)):
@@ -56,8 +58,7 @@ class BM25Index:
         """The ``n`` best ids with their scores; ``allowed`` restricts which ids may rank."""
         if not self.ids:
             return []
-        lengths = np.asarray(self._lengths, dtype=np.float64)
-        norm = self.k1 * (1 - self.b + self.b * lengths / max(lengths.mean(), 1e-9))
+        norm = self._row_norms()
         scores = np.zeros(len(self.ids))
         for term in set(tokenize(query)):
             if term not in self._postings:
@@ -69,8 +70,14 @@ class BM25Index:
         candidates = np.flatnonzero(scores > 0)
         if allowed is not None:
             candidates = np.array([r for r in candidates if self.ids[r] in allowed], dtype=np.int64)
-        best = candidates[np.argsort(-scores[candidates], kind="stable")[:n]]
+        best = _best(candidates, scores[candidates], n)
         return [(self.ids[r], float(scores[r])) for r in best]
+
+    def _row_norms(self) -> np.ndarray:
+        if self._norms is None:
+            lengths = np.asarray(self._lengths, dtype=np.float64)
+            self._norms = self.k1 * (1 - self.b + self.b * lengths / max(lengths.mean(), 1e-9))
+        return self._norms
 
     def search_groups(self, query: str, n: int) -> list[tuple[str, float]]:
         """BM25 over groups (sessions), each scored as if its rows were one document; best ``n`` first.
@@ -92,9 +99,8 @@ class BM25Index:
             df = np.count_nonzero(tf)
             idf = math.log(1 + (len(names) - df + 0.5) / (df + 0.5))
             scores += idf * tf * (self.k1 + 1) / (tf + norm)
-        best = np.flatnonzero(scores > 0)
-        best = best[np.argsort(-scores[best], kind="stable")[:n]]
-        return [(str(names[g]), float(scores[g])) for g in best]
+        matched = np.flatnonzero(scores > 0)
+        return [(str(names[g]), float(scores[g])) for g in _best(matched, scores[matched], n)]
 
     def group_of(self) -> dict[str, str]:
         """Each id's group (rows added without groups share the group "")."""
@@ -120,6 +126,16 @@ class BM25Index:
             postings = np.asarray(self._postings[term], dtype=np.int64)
             self._arrays[term] = (postings[:, 0], postings[:, 1].astype(np.float64))
         return self._arrays[term]
+
+
+def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` rows of highest score, best first, ties in row order: a stable sort of all of them
+    would give the same, but a partition first keeps a query over 100k rows to the few it returns."""
+    if len(rows) > n > 0:
+        cut = np.partition(scores, len(scores) - n)[len(scores) - n]  # the n-th highest score
+        keep = scores >= cut  # every row tied with the n-th stays, so the stable sort below decides
+        rows, scores = rows[keep], scores[keep]
+    return rows[np.argsort(-scores, kind="stable")[:n]]
 
 
 class LexicalIndexes:
