@@ -34,6 +34,17 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: install
-	$(PY) -m memagent_evals.bench_store --sizes 10000
-	$(PY) -m memagent_evals.bench_store --sizes 100000 --rounds-per-session 50
+# make bench: memagent, mem0 and a plain Chroma collection side by side at 10k, 100k (one user) and
+# 1M rounds (1,000 users; rounds drawn from 20k texts embedded once). Hours on 2 cores: see
+# evals/results/store_benchmark.md. BENCH_OUT=file appends the tables there; BENCH_ARGS adds flags
+# (e.g. BENCH_ARGS="--systems memagent chroma" or "--mem0-max-rounds 10000").
+BENCH_FLAGS = $(if $(BENCH_OUT),--out $(BENCH_OUT)) $(BENCH_ARGS)
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(PY) -m memagent_evals.bench_store --sizes 10000 $(BENCH_FLAGS)
+	$(PY) -m memagent_evals.bench_store --sizes 100000 --rounds-per-session 50 $(BENCH_FLAGS)
+	$(PY) -m memagent_evals.bench_store --sizes 1000000 --users 1000 --rounds-per-session 50 --pool 20000 $(BENCH_FLAGS)
