@@ -31,7 +31,7 @@ def test_the_wheel_lists_every_package_folder_and_no_top_level_evals() -> None:
 def test_the_core_install_leaves_servers_and_plots_to_extras() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = " ".join(project["dependencies"])
-    for heavy in ("fastapi", "uvicorn", "matplotlib", "gguf", "accelerate", "openai"):
+    for heavy in ("fastapi", "uvicorn", "matplotlib", "gguf", "accelerate", "openai", "mem0ai"):
         assert heavy not in core
     assert {"server", "eval", "gguf", "openai"} <= set(project["optional-dependencies"])
 

@@ -101,7 +101,7 @@ class LocalLLM(LLM):
     ) -> LocalLLM:
         """Load a local folder, a hub id, or (with ``gguf_file``) a GGUF file inside ``path_or_id``."""
         if gguf_file is not None:
-            require("gguf", "gguf")
+            require("gguf", "gguf", "accelerate")
         device_ = pick_device(device)
         dtype_ = pick_dtype(dtype, device_)
         try:

@@ -283,7 +283,7 @@ def _member_size(wheel: Path, part: WheelFile) -> int:
 
 def _convert(gguf: Path, hf_dir: Path) -> None:
     """Dequantize the GGUF once into a transformers folder (safetensors, ``SAVED_DTYPE``)."""
-    require("gguf", "gguf")
+    require("gguf", "gguf", "accelerate")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
