@@ -38,12 +38,12 @@ def main() -> None:
     started = time.perf_counter()
     memory = Memory(path="memagent_data/demo")
     for user in ("maya", "sam"):
-        memory.delete_all(user)  # start fresh each run
+        memory.delete_all(user_id=user)  # start fresh each run
     sessions = json.loads((HERE / "data" / "demo_conversation.json").read_text())
     for session in sessions:
         memory.add(session["messages"], user_id=session["user_id"], session_id=session["session_id"],
                    timestamp=session["timestamp"])
-    stored = len(memory.get_all("maya")) + len(memory.get_all("sam"))
+    stored = len(memory.get_all(user_id="maya")) + len(memory.get_all(user_id="sam"))
     print(f"Stored {len(sessions)} sessions as {stored} rounds in {time.perf_counter() - started:.1f}s "
           f"(store: {memory.config.store.path})\n")
 
