@@ -13,61 +13,31 @@ escapes as ``UnicodeEncodeError`` (see the strict xfail in test_input_regression
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
 import os
-from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from memagent import Embedder, InputError, Memory, MemoryConfig, MemoryRecord, RecordNotFound, SearchFilters
+from memagent import InputError, Memory, MemoryConfig, MemoryRecord, RecordNotFound, SearchFilters
 from memagent.schema import parse_timestamp
 from tests.conftest import exchange
+from tests.fakes import HashEmbedder, snapshot
 
 FUZZ = settings(deadline=None, derandomize=bool(os.environ.get("CI")),
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-class HashEmbedder(Embedder):
-    """Unit vectors from a hash of the text: deterministic, instant, and no model to load."""
-
-    name = "hash-embedder"
-    dim = 16
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.array([list(hashlib.sha256(t.encode()).digest()[: self.dim]) for t in texts], dtype=np.float32)
-        vectors = vectors.reshape(len(texts), self.dim) + 1.0
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-    embed_queries = embed_documents
 
 
 @pytest.fixture
 def fast(tmp_path: Path) -> Memory:
     """One store for all the examples of a test: each example checks its own records."""
     return Memory(MemoryConfig(), path=tmp_path / "store", embedder=HashEmbedder())
-
-
-def _rows(collection: Any) -> list[tuple[str, ...]]:
-    found = collection.get(include=["documents", "metadatas"])
-    rows = zip(found["ids"], found["documents"], found["metadatas"])
-    return [(i, d, json.dumps(m, sort_keys=True)) for i, d, m in rows]
-
-
-def snapshot(memory: Memory) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-    """Every record and history entry in the store, whoever's."""
-    rows = [row for c in memory.store.user_collections() for row in _rows(c)]
-    history = memory.store.history_log.get(include=["metadatas"])
-    return (sorted(rows),
-            sorted((i, json.dumps(m, sort_keys=True)) for i, m in zip(history["ids"], history["metadatas"])))
 
 
 # -- strategies: each mostly valid (so round trips get checked), sometimes anything ---------------

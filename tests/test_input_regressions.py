@@ -8,51 +8,22 @@ model, so they take a second instead of minutes); the rest use the real fixtures
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from memagent import Embedder, InputError, Memory, MemoryConfig, MemoryRecord, ScriptedLLM
+from memagent import InputError, Memory, MemoryConfig, MemoryRecord, ScriptedLLM
 from tests.conftest import exchange
-
-
-class HashEmbedder(Embedder):
-    """Unit vectors from a hash of the text: deterministic, instant, and no model to load."""
-
-    name = "hash-embedder"
-    dim = 16
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.array([list(hashlib.sha256(t.encode()).digest()[: self.dim]) for t in texts], dtype=np.float32)
-        vectors = vectors.reshape(len(texts), self.dim) + 1.0
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-    embed_queries = embed_documents
+from tests.fakes import HashEmbedder, _rows, snapshot
 
 
 def fast_memory(path: Path, **settings: Any) -> Memory:
     return Memory(MemoryConfig(**settings), path=path, embedder=HashEmbedder())
-
-
-def _rows(collection: Any) -> list[tuple[str, ...]]:
-    found = collection.get(include=["documents", "metadatas"])
-    rows = zip(found["ids"], found["documents"], found["metadatas"])
-    return [(i, d, json.dumps(m, sort_keys=True)) for i, d, m in rows]
-
-
-def snapshot(memory: Memory) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-    """Every record and history entry in the store, whoever's: what a refused call must not change."""
-    rows = [row for c in memory.store.user_collections() for row in _rows(c)]
-    history = memory.store.history_log.get(include=["metadatas"])
-    return (sorted(rows),
-            sorted((i, json.dumps(m, sort_keys=True)) for i, m in zip(history["ids"], history["metadatas"])))
 
 
 def line_of(memory: Memory, user: str, **changes: Any) -> str:
