@@ -21,7 +21,7 @@ from memagent.embedding import Embedder
 from memagent.llm.base import LLM
 from memagent.retrieve.dense import dense_ranking
 from memagent.retrieve.fuse import reciprocal_rank_fusion
-from memagent.retrieve.lexical import LexicalIndexes, session_ranks, sessions_of_ranking
+from memagent.retrieve.lexical import BM25Index, LexicalIndexes, session_ranks, sessions_of_ranking
 from memagent.retrieve.temporal import TimeRange, read_time
 from memagent.schema import Hit, Scope, SearchFilters
 from memagent.store.chroma import ChromaStore, where_clause
@@ -46,10 +46,12 @@ class HybridRetriever:
 
     def search(self, query: str, scope: Scope, filters: SearchFilters, k: int, asked: datetime | None) -> list[Hit]:
         """The ``k`` best hits; ``filters`` already end at ``asked`` (the question date) when one is given."""
-        rankings, weights = self.rankings(query, scope, filters, max(self.config.candidates, k))
+        # the user's BM25 index, fetched once: each fetch reads the store's version token
+        index = self.lexical.for_user(scope.user_id) if {"lexical", "session"} & set(self.config.retrievers) else None
+        rankings, weights = self.rankings(query, scope, filters, max(self.config.candidates, k), index)
         window = self.time_window(query, asked or utc_now()) if self.config.time_aware else None
         # records dated inside the range the question names go first; none are dropped
-        first = None if window is None else self._inside(rankings, scope, window)
+        first = None if window is None else self._inside(rankings, scope, window, {} if index is None else index.times)
         fused = reciprocal_rank_fusion(rankings, self.config.rrf_k, weights, top=k, first=first)
         # only the records returned are fetched; every ranking already kept to the scope, and fetching
         # by id alone is 6x faster in Chroma than with a where clause: the scope is checked again here
@@ -59,17 +61,17 @@ class HybridRetriever:
                 for i, score, why in fused if i in records]
 
     def rankings(
-        self, query: str, scope: Scope, filters: SearchFilters, depth: int
+        self, query: str, scope: Scope, filters: SearchFilters, depth: int, index: BM25Index | None
     ) -> tuple[dict[str, list[str] | dict[str, int]], dict[str, float]]:
-        """Every ranking the config names (name -> ids best first, or id -> tied rank), and their weights."""
+        """Every ranking the config names (name -> ids best first, or id -> tied rank), and their weights;
+        ``index`` is the user's BM25 index (None when no lexical or session ranking is configured)."""
         retrievers = set(self.config.retrievers)
         where = where_clause(scope, filters)
         rankings: dict[str, list[str] | dict[str, int]] = {}
         if "dense" in retrievers:
             rankings["dense"] = dense_ranking(self.store, self.embedder, query, scope.user_id, where, depth)
-        if not {"lexical", "session"} & retrievers:
+        if index is None:
             return rankings, {}
-        index = self.lexical.for_user(scope.user_id)  # once: each call checks the store's version
         narrowed = filters != SearchFilters() or scope != Scope(user_id=scope.user_id)
         allowed = self.store.existing_ids_where(scope.user_id, where) if narrowed else None
         if "lexical" in retrievers:
@@ -91,12 +93,11 @@ class HybridRetriever:
         return None if reading.range is None else reading.range.widened(self.config.time_window_days)
 
     def _inside(
-        self, rankings: dict[str, list[str] | dict[str, int]], scope: Scope, window: TimeRange
+        self, rankings: dict[str, list[str] | dict[str, int]], scope: Scope, window: TimeRange,
+        known: dict[str, float],
     ) -> Callable[[str], bool]:
         """Whether a ranked record is dated inside ``window``. Times come from the user's BM25 index
-        when it holds them, so no record is fetched for this."""
-        indexed = bool({"lexical", "session"} & set(self.config.retrievers))
-        known = self.lexical.for_user(scope.user_id).times if indexed else {}
+        (``known``) when it holds them, so no record is fetched for this."""
         ranked = {i for ranking in rankings.values() for i in ranking}
         missing = [i for i in ranked if i not in known]
         fetched = {r.id: to_epoch(r.timestamp) for r in self.store.get(scope.user_id, missing)} if missing else {}
