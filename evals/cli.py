@@ -15,10 +15,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from memagent import Embedder
+from memagent.answer.reader import DEFAULT_PROMPT, PROMPTS
+from memagent.llm.load import BACKENDS
 
+from .judge_check.score import judge_agreement, warn_untrusted_judge
+from .longmemeval.budget import load_counter
 from .longmemeval.load import Item, check_item, load_items, sha256_of, split_name
 from .longmemeval.qa import CONTEXTS, qa_scores, qa_table, run_qa
-from .longmemeval.report import averages, markdown_table, overview_table, plot_recall_curves
+from .longmemeval.report import (
+    averages,
+    budget_markdown,
+    budget_summary,
+    markdown_table,
+    overview_table,
+    plot_budget_recall,
+    plot_recall_curves,
+)
 from .longmemeval.retrieval import RETRIEVERS
 from .longmemeval.run import RetrievalRun, run_retrieval
 
@@ -35,28 +47,37 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--retriever", nargs="+", default=DEFAULT_RETRIEVERS, choices=sorted(RETRIEVERS))
         sub.add_argument("--limit", type=int, default=None, help="score only the first N questions")
         sub.add_argument("--types", nargs="+", default=None, help="only these question types")
-        sub.add_argument("--only", default=None, metavar="PREFIX",
-                         help="only questions whose id starts with PREFIX (one LoCoMo conversation: conv-30)")
+        sub.add_argument("--only", nargs="+", default=None, metavar="PREFIX",
+                         help="only questions whose id starts with one of these (conversations: conv-42 conv-43)")
         sub.add_argument("--out", type=Path, default=None, help="results folder (default evals/results/<data name>)")
         sub.add_argument("--cache", type=Path, default=Path("evals/cache"),
                          help="stores and embedding cache; a second run reuses them")
         sub.add_argument("--per-type", type=int, default=None,
                          help="a stratified sample: N questions of each type (seeded)")
         sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--budget-tokenizer", default=None, metavar="MODEL",
+                         help="counts the tokens of evidence recall within a reader budget: a packaged model name, "
+                              "folder, .gguf or 'chars/4' (default: the packaged reader's if installed, else chars/4)")
         qa = sub.add_argument_group("question answering (instead of retrieval)")
         qa.add_argument("--qa", action="store_true", help="answer with a reader and score with a judge")
         qa.add_argument("--reader", default="qwen2.5-coder-1.5b-instruct", help="model name, folder, .gguf or URL")
-        qa.add_argument("--judge", default=None, help="judge model (default: the reader)")
+        qa.add_argument("--judge", default="rules+qwen2.5-coder-1.5b-instruct",
+                        help="judge model; rules+SPEC applies LongMemEval's rules by code first (default: the one "
+                             "validated on the judge-check set, evals/results/judge_check)")
         qa.add_argument("--contexts", nargs="+", default=list(CONTEXTS), choices=CONTEXTS)
-        qa.add_argument("--budget", type=int, default=6000, help="reader tokens for full-history and oracle contexts")
-        qa.add_argument("--memory-chars", type=int, default=2000, help="each retrieved memory is cut to this length")
+        qa.add_argument("--budget", type=int, default=1024,
+                        help="reader tokens of memories, the same for every context (default 1024)")
+        qa.add_argument("--k", type=int, default=5, help="memagent context: at most this many records")
+        qa.add_argument("--prompt", default=DEFAULT_PROMPT, choices=sorted(PROMPTS), help="the reader's prompt")
+        qa.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs a GGUF reader or judge")
     return parser
 
 
 def select(items: list[Item], types: Sequence[str] | None, limit: int | None, per_type: int | None = None,
-           seed: int = 0, only: str | None = None) -> list[Item]:
+           seed: int = 0, only: Sequence[str] | str | None = None) -> list[Item]:
+    prefixes = (only,) if isinstance(only, str) else tuple(only or ())
     chosen = [i for i in items if (types is None or i.question_type in types)
-              and (only is None or i.question_id.startswith(only))]
+              and (not prefixes or i.question_id.startswith(prefixes))]
     if per_type is not None:
         rng = random.Random(seed)
         by_type: dict[str, list[Item]] = {}
@@ -98,6 +119,7 @@ def summary(args: argparse.Namespace, split: str, run: RetrievalRun, items: int,
             overview_table(run.rows, run.index_cost)]
     for level in ("session", "turn"):
         body += [f"## {level} level", "", markdown_table(run.rows, level)]
+    body += ["## evidence recall within a reader budget", "", budget_markdown(run.rows, run.budget_tokenizer)]
     return "\n".join(header + body)
 
 
@@ -112,29 +134,39 @@ def _retrieval_settings() -> str:
 def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: Embedder, out: Path) -> int:
     from memagent.llm.load import load_llm
 
-    reader = load_llm(args.reader)
-    judge_llm = reader if args.judge in (None, args.reader) else load_llm(args.judge)
+    from .longmemeval.judge import RULES_PREFIX, Judge, RuleFirstJudge, load_judge
+
+    reader = load_llm(args.reader, backend=args.backend)
+    judge_spec = args.judge or args.reader
+    if judge_spec.removeprefix(RULES_PREFIX) == args.reader:  # one model reads and judges: loaded once
+        judge_llm = RuleFirstJudge(reader) if judge_spec.startswith(RULES_PREFIX) else Judge(reader)
+    else:
+        judge_llm = load_judge(judge_spec, backend=args.backend)
+    warning = warn_untrusted_judge(judge_llm.name, spec=judge_spec)  # an unchecked judge guesses
+    agreement = judge_agreement(judge_llm.name)
     run = run_qa(items, args.contexts, reader=reader, judge_llm=judge_llm, cache=args.cache, embedder=embedder,
-                 out=out, budget=args.budget, max_chars=args.memory_chars)
+                 out=out, k=args.k, budget=args.budget, prompt=args.prompt)
     types = sorted({i.question_type for i in items})
     text = "\n".join([
         f"# Question answering on {args.data.name}",
         "",
         f"- data: `{args.data}` (sha256 `{sha256_of(args.data)}`), split: {split}",
         f"- questions: {len(items)} ({', '.join(f'{t}: {sum(i.question_type == t for i in items)}' for t in types)})",
-        f"- reader: `{run.reader}`; judge: `{run.judge}` (LongMemEval's official judge prompts); "
-        f"embedder: {embedder.name}",
-        f"- memagent's configuration (the library default): `{_retrieval_settings()}`",
-        f"- contexts: memagent top-5 records (each cut to {args.memory_chars} characters); "
-        f"full history newest-first within {args.budget} reader tokens; "
-        f"oracle evidence sessions within {args.budget} tokens",
-        f"- date: {datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC; wall time {run.seconds:.0f} s",
+        f"- reader: `{run.reader}` (backend {args.backend}), prompt `{args.prompt}`; judge: `{run.judge}` "
+        f"(LongMemEval's official judge prompts), agreement on the judge-check set: "
+        f"{'not checked' if agreement is None else f'{agreement:.3f}'}{' (WARNING: below 0.9)' if warning else ''}",
+        f"- embedder: {embedder.name}; memagent's configuration (the library default): `{_retrieval_settings()}`",
+        f"- contexts, each within {args.budget} reader tokens: memagent's top-{args.k} records best first; "
+        "full history newest session first; oracle evidence rounds (evidence sessions where no turn is marked)",
+        f"- date: {datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC; wall time {run.seconds:.0f} s"
+        + (f" ({run.resumed} answers resumed from an earlier run)" if run.resumed else ""),
         "",
         qa_table(run.rows),
     ])
     (out / "qa_summary.md").write_text(text, encoding="utf-8")
     summary = {"data": args.data.name, "split": split, "questions": len(items), "reader": run.reader,
-               "judge": run.judge, "budget": args.budget, "memory_chars": args.memory_chars,
+               "judge": run.judge, "judge_agreement": agreement, "budget": args.budget, "k": args.k,
+               "prompt": args.prompt,
                "scores": qa_scores(run.rows)}  # aggregates only: no question ids, safe to commit
     (out / "qa_summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     (out / "qa_rows.json").write_text(json.dumps(run.rows, indent=1), encoding="utf-8")
@@ -155,13 +187,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedder = embedder_from_config(MemoryConfig().embedder)  # MEMAGENT_EMBEDDER__* (backend, model) apply
     if args.qa:
         return qa_main(args, items, split, embedder, out)
-    run = run_retrieval(items, args.retriever, cache=args.cache, embedder=embedder, out=out / "per_question.jsonl")
+    run = run_retrieval(items, args.retriever, cache=args.cache, embedder=embedder, out=out / "per_question.jsonl",
+                        counter=load_counter(args.budget_tokenizer))
     text = summary(args, split, run, len(items), embedder.name, str(args.cache))
     (out / "summary.md").write_text(text, encoding="utf-8")
     (out / "summary.json").write_text(
-        json.dumps({level: averages(run.rows, level) for level in ("session", "turn")}, indent=2), encoding="utf-8"
+        json.dumps({**{level: averages(run.rows, level) for level in ("session", "turn")},
+                    "budget": budget_summary(run.rows, run.budget_tokenizer)}, indent=2), encoding="utf-8"
     )
     plot_recall_curves(run.rows, out / "recall.png", f"{args.data.name} ({split})")
+    tokens = run.budget_tokenizer.split(" (")[0]
+    plot_budget_recall(run.rows, out / "budget_recall.png", f"{args.data.name} ({split}): {tokens} tokens")
     print(text)
-    print(f"wrote {out}/summary.md, summary.json, recall.png, per_question.jsonl")
+    print(f"wrote {out}/summary.md, summary.json, recall.png, budget_recall.png, per_question.jsonl")
     return 0

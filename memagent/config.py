@@ -114,6 +114,13 @@ class ReaderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = "qwen2.5-coder-1.5b-instruct"
+    backend: Literal["auto", "llama.cpp", "transformers"] = Field(
+        default="auto",
+        description="what runs a GGUF model: llama.cpp when the llama extra is installed (auto), or transformers",
+    )
+    prompt: Literal["notes", "notes-first", "direct-first", "checked-first"] = Field(
+        default="notes", description="how the reader is asked (memagent.answer.reader.PROMPTS)"
+    )
     k: int = Field(default=5, gt=0, description="memories given to the reader")
     max_new_tokens: int = Field(default=200, gt=0)
     max_memory_chars: int = Field(default=2000, gt=0, description="each memory is cut to this length in the prompt")

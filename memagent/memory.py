@@ -107,7 +107,7 @@ class Memory:
             if self._llm is None:
                 from memagent.llm.load import load_llm  # heavy: only when answering
 
-                self._llm = self._locked(load_llm(self.config.reader.model))
+                self._llm = self._locked(load_llm(self.config.reader.model, backend=self.config.reader.backend))
         return self._llm
 
     @property
@@ -122,8 +122,9 @@ class Memory:
             return self._expander
         from memagent.llm.load import load_llm
 
-        name = options.model_name(self.config.reader.model)
-        llm = self.llm if name == self.config.reader.model else self._locked(load_llm(name))
+        reader = self.config.reader
+        name = options.model_name(reader.model)
+        llm = self.llm if name == reader.model else self._locked(load_llm(name, backend=reader.backend))
         inner = make_expander(options.kind, llm, options.keyphrases)
         with self._loading:
             if self._expander is None:
@@ -226,7 +227,7 @@ class Memory:
         passages = [Passage(h.record.id, h.record.timestamp, h.record.value) for h in hits]
         model = self.llm if llm is None else self._locked(llm)
         return read(model, question, passages, asked, max_new_tokens=reader.max_new_tokens,
-                    max_chars=reader.max_memory_chars, refuse_below=reader.refuse_below)
+                    max_chars=reader.max_memory_chars, refuse_below=reader.refuse_below, prompt=reader.prompt)
 
     def get(self, record_id: str, /, *, user_id: str) -> MemoryRecord:
         """One of the user's records by id; ``RecordNotFound`` when the user has no record with it."""

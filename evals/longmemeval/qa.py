@@ -1,10 +1,15 @@
 """Question answering end to end: a reader answers from one of three contexts, a judge scores it.
 
-Contexts, side by side on the same questions:
-- ``memagent``: the top-k records memagent retrieves (its default configuration);
-- ``full-history``: every session, newest kept first, cut to the reader's token budget (the
-  long-context baseline);
-- ``oracle``: only the evidence sessions (the ceiling retrieval could reach).
+Contexts, side by side on the same questions and within the same reader budget (tokens):
+- ``memagent``: the records memagent retrieves (its default configuration), best first, up to k;
+- ``full-history``: every session, newest kept first (the long-context baseline);
+- ``oracle``: only the evidence, as rounds (a user turn and its reply) holding an evidence turn, or the
+  evidence sessions where no turn is marked (the ceiling retrieval could reach).
+
+A run has two passes, each appending to a JSONL file as it goes, so an interrupted run resumes where it
+stopped: ``answers.jsonl`` (the reader, every question in every context), then ``judged.jsonl`` (the
+judge). The judge's calls run back to back, so a backend that keeps its KV cache (llama.cpp) computes
+the judge template's fixed opening once.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ import numpy as np
 from tqdm import tqdm
 
 from memagent import Embedder
-from memagent.answer.reader import Passage, read
+from memagent.answer.reader import DEFAULT_PROMPT, Passage, read
+from memagent.index.decompose import split_rounds
 from memagent.llm.base import LLM, ChatMessages, Generation
-from memagent.schema import parse_timestamp
+from memagent.schema import Message, parse_timestamp
 
-from .judge import exact_match, judge, token_f1
+from .judge import Judge, as_judge, exact_match, token_f1
 from .load import Item
 from .retrieval import RETRIEVERS, HaystackIndex
 
@@ -39,6 +45,7 @@ class QARun:
     reader: str = ""
     judge: str = ""
     seconds: float = 0.0
+    resumed: int = 0  # answers found in answers.jsonl from an earlier, interrupted run
 
 
 class Metered(LLM):
@@ -74,15 +81,35 @@ def session_passages(item: Item, only_evidence: bool = False) -> list[Passage]:
     return passages
 
 
-def fit_budget(llm: LLM, passages: list[Passage], budget_tokens: int, min_cut: int = 32) -> list[Passage]:
-    """The newest passages whose tokens fit the budget (recent history matters most for a chat).
+def evidence_passages(item: Item) -> list[Passage]:
+    """The rounds holding an evidence turn, as memagent would store them; the evidence sessions when
+    no turn is marked."""
+    passages = []
+    for sid, date, session in zip(item.haystack_session_ids, item.haystack_dates, item.haystack_sessions):
+        turns = [t for t in session if t.role in ("user", "assistant") and t.content.strip()]
+        if not any(t.has_answer for t in turns):
+            continue
+        cursor = 0
+        for n, round_ in enumerate(split_rounds([Message(role=t.role, content=t.content) for t in turns])):
+            covered = turns[cursor : cursor + len(round_.messages)]
+            cursor += len(round_.messages)
+            if any(t.has_answer for t in covered):
+                passages.append(Passage(f"{sid}#r{n}", parse_timestamp(date), round_.value))
+    return passages or session_passages(item, only_evidence=True)
+
+
+def fit_budget(llm: LLM, passages: list[Passage], budget_tokens: int, min_cut: int = 32,
+               newest_first: bool = True) -> list[Passage]:
+    """The passages whose tokens fit the budget, newest first (recent history matters most for a
+    chat) or in the given order (a ranking: best first).
 
     The first passage that no longer fits is cut to the room left (its beginning kept), unless
     under ``min_cut`` tokens remain: one LongMemEval session is often larger than a CPU-sized budget,
     and dropping it would leave the oracle context empty.
     """
     kept, used = [], 0
-    for passage in sorted(passages, key=lambda p: p.date, reverse=True):
+    ordered = sorted(passages, key=lambda p: p.date, reverse=True) if newest_first else passages
+    for passage in ordered:
         text = passage.text[:SESSION_CHARS]
         cost = llm.count_tokens(text)
         if used + cost > budget_tokens:
@@ -105,20 +132,21 @@ def context_passages(context: str, item: Item, index: HaystackIndex, reader: LLM
     if context == "memagent":
         hits = index.memory.search(item.question, user_id=index.ensure_indexed(item), k=k,
                                    question_date=item.question_date)
-        return [Passage(h.record.id, h.record.timestamp, h.record.value) for h in hits]
+        ranked = [Passage(h.record.id, h.record.timestamp, h.record.value) for h in hits]
+        return fit_budget(reader, ranked, budget, newest_first=False)
     if context == "oracle":
-        return fit_budget(reader, session_passages(item, only_evidence=True), budget)
+        return fit_budget(reader, evidence_passages(item), budget)
     return fit_budget(reader, session_passages(item), budget)
 
 
-def answer_item(context: str, item: Item, index: HaystackIndex, reader: LLM, judge_llm: LLM, *, k: int,
-                budget: int, max_chars: int) -> dict[str, Any]:
+def answer_item(context: str, item: Item, index: HaystackIndex, reader: LLM, *, k: int, budget: int,
+                prompt: str = DEFAULT_PROMPT) -> dict[str, Any]:
+    """The reader's answer to one question from one context, with its cost; not yet judged."""
     started = time.perf_counter()
     passages = context_passages(context, item, index, reader, k, budget)
-    chars = max_chars if context == "memagent" else SESSION_CHARS
     metered = Metered(reader)
-    answer = read(metered, item.question, passages, parse_timestamp(item.question_date), max_chars=chars)
-    seconds = time.perf_counter() - started
+    answer = read(metered, item.question, passages, parse_timestamp(item.question_date), max_chars=SESSION_CHARS,
+                  prompt=prompt)
     return {
         "question_id": item.question_id,
         "question_type": item.question_type,
@@ -127,37 +155,90 @@ def answer_item(context: str, item: Item, index: HaystackIndex, reader: LLM, jud
         "refused": answer.refused,
         "confidence": answer.confidence,
         "passages": len(passages),
-        "label": judge(judge_llm, item, answer.text),
         "f1": token_f1(answer.text, item.answer),
         "em": exact_match(answer.text, item.answer),
-        "seconds": seconds,
+        "seconds": time.perf_counter() - started,
         "prompt_tokens": metered.prompt_tokens,
         "completion_tokens": metered.completion_tokens,
         "generate_seconds": metered.seconds,
     }
 
 
-def run_qa(items: Sequence[Item], contexts: Sequence[str], *, reader: LLM, judge_llm: LLM, cache: Path,
-           embedder: Embedder, out: Path, k: int = 5, budget: int = 6000, max_chars: int = 2000) -> QARun:
-    """Answer and judge every item in every context; hypotheses go to ``out`` in the official format."""
-    index = HaystackIndex("memagent", RETRIEVERS["memagent"], cache, embedder)
-    run, started = QARun(reader=reader.name, judge=judge_llm.name), time.perf_counter()
+def run_qa(items: Sequence[Item], contexts: Sequence[str], *, reader: LLM, judge_llm: Judge | LLM, cache: Path,
+           embedder: Embedder, out: Path, k: int = 5, budget: int = 1024, prompt: str = DEFAULT_PROMPT) -> QARun:
+    """Answer every item in every context, then judge every answer; both passes resume from ``out``.
+
+    Hypotheses also go to ``hypotheses_<context>.jsonl`` in the official format."""
     out.mkdir(parents=True, exist_ok=True)
-    sinks = {c: (out / f"hypotheses_{c}.jsonl").open("w", encoding="utf-8") for c in contexts}
-    try:
-        for item in tqdm(items, desc="questions", unit="q"):
-            for context in contexts:
-                row = answer_item(context, item, index, reader, judge_llm, k=k, budget=budget, max_chars=max_chars)
-                run.rows.append(row)
-                official = {"question_id": item.question_id, "hypothesis": row["hypothesis"],
-                            "autoeval_label": {"model": judge_llm.name, "label": row["label"]}}
-                sinks[context].write(json.dumps(official) + "\n")
-                sinks[context].flush()
-    finally:
-        for sink in sinks.values():
-            sink.close()
+    decide = as_judge(judge_llm)
+    setup = {"reader": reader.name, "prompt": prompt, "k": k, "budget": budget}
+    run, started = QARun(reader=reader.name, judge=decide.name), time.perf_counter()
+    answers = _Journal(out / "answers.jsonl", setup)
+    run.resumed = len(answers.rows)
+    index = HaystackIndex("memagent", RETRIEVERS["memagent"], cache, embedder)
+    # context by context: consecutive questions on one conversation then share the full history's prompt
+    # prefix, which a backend that keeps its KV cache (llama.cpp) does not compute again
+    todo = [(item, c) for c in contexts for item in items if (item.question_id, c) not in answers.rows]
+    with answers:
+        for item, context in tqdm(todo, desc="answer", unit="answer"):
+            answers.add(answer_item(context, item, index, reader, k=k, budget=budget, prompt=prompt))
+    by_id = {item.question_id: item for item in items}
+    wanted = [answers.rows[(item.question_id, c)] for item in items for c in contexts]
+    with _Journal(out / "judged.jsonl", {"judge": decide.name}) as judged:
+        for row in tqdm([r for r in wanted if _key(r) not in judged.rows], desc="judge", unit="answer"):
+            label = decide(by_id[row["question_id"]], row["hypothesis"])
+            judged.add({"question_id": row["question_id"], "context": row["context"], "label": label})
+    run.rows = [{**row, "label": judged.rows[_key(row)]["label"]} for row in wanted]
+    _write_official(run.rows, contexts, decide.name, out)
     run.seconds = time.perf_counter() - started
     return run
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str]:
+    return row["question_id"], row["context"]
+
+
+class _Journal:
+    """A JSONL file of rows keyed by (question, context), opened for appending after what it holds.
+
+    Its first line records the setup; resuming with another setup (reader, prompt, judge...) is refused
+    rather than mixing two runs in one table."""
+
+    def __init__(self, path: Path, setup: dict[str, Any]) -> None:
+        self.path, self.rows = path, {}
+        if path.exists() and path.stat().st_size:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            found = json.loads(lines[0]).get("setup")
+            if found != setup:
+                raise ValueError(f"{path} was written with {found}, not {setup}: pass another --out to start afresh")
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # the line being written when the run was killed
+                    continue
+                self.rows[_key(row)] = row
+        else:
+            path.write_text(json.dumps({"setup": setup}) + "\n", encoding="utf-8")
+        self._sink = path.open("a", encoding="utf-8")
+
+    def __enter__(self) -> _Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sink.close()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._sink.write(json.dumps(row) + "\n")
+        self._sink.flush()
+        self.rows[_key(row)] = row
+
+
+def _write_official(rows: Sequence[dict[str, Any]], contexts: Sequence[str], judge_name: str, out: Path) -> None:
+    for context in contexts:
+        lines = [json.dumps({"question_id": r["question_id"], "hypothesis": r["hypothesis"],
+                             "autoeval_label": {"model": judge_name, "label": r["label"]}})
+                 for r in rows if r["context"] == context]
+        (out / f"hypotheses_{context}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
 def qa_scores(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -23,6 +23,7 @@ from memagent.index.decompose import split_rounds
 from memagent.index.keys import prompt_version
 from memagent.schema import Message
 
+from .budget import Unit
 from .load import Item
 
 
@@ -178,6 +179,12 @@ class HaystackIndex:
 
     def rank(self, item: Item) -> tuple[Corpus, list[int]]:
         """Index the item's haystack and rank its whole corpus."""
+        corpus, ranking, _units = self.rank_units(item)
+        return corpus, ranking
+
+    def rank_units(self, item: Item) -> tuple[Corpus, list[int], list[Unit]]:
+        """``rank``, and the same full ranking as the reader gets it: the records in order, each
+        with its value and the corpus positions it stands for (see budget.py)."""
         user = self.ensure_indexed(item)
         corpus = build_corpus(item, self.memory.config.granularity)
         # No question_date filter: the official retrieval ranks the whole haystack, and a few official
@@ -186,9 +193,29 @@ class HaystackIndex:
         asked = item.question_date if self.memory.config.retrieval.time_aware else None
         hits = self.memory.search(item.question, user_id=user, k=len(corpus.ids) + len(item.haystack_sessions),
                                   question_date=asked)
-        found = (corpus.indices_of_record.get(record_key(h.record, corpus), []) for h in hits)
-        ranking = list(dict.fromkeys(i for indices in found for i in indices))
+        units = [Unit(h.record.value, tuple(corpus.indices_of_record.get(record_key(h.record, corpus), [])))
+                 for h in hits]
+        ranking = list(dict.fromkeys(i for unit in units for i in unit.positions))
         # records no retriever scored (BM25 without a shared word) tie for last, in corpus order
         seen = set(ranking)
-        ranking += [i for i in range(len(corpus.ids)) if i not in seen]
-        return corpus, ranking
+        unscored = [i for i in range(len(corpus.ids)) if i not in seen]
+        ranking += unscored
+        units += self._unscored_units(user, corpus, unscored)
+        return corpus, ranking, units
+
+    def _unscored_units(self, user: str, corpus: Corpus, unscored: list[int]) -> list[Unit]:
+        """The records behind the unscored positions, in corpus order, each once."""
+        if not unscored:
+            return []
+        key_of = {i: key for key, indices in corpus.indices_of_record.items() for i in indices}
+        # a round's key is its value; a session record's value is read from the store
+        values = {} if corpus.level == "turn" else {
+            record_key(r, corpus): r.value for r in self.memory.get_all(user_id=user)}
+        units, done = [], set()
+        for i in unscored:
+            key = key_of[i]
+            if key not in done:
+                done.add(key)
+                units.append(Unit(key[1] if corpus.level == "turn" else values.get(key, ""),
+                                  tuple(corpus.indices_of_record[key])))
+        return units

@@ -13,8 +13,9 @@ from tqdm import tqdm
 
 from memagent import Embedder
 
+from .budget import TokenCounter, budget_scores, char_counter
 from .load import Item
-from .metrics import score_ranking
+from .metrics import gold, score_ranking
 from .retrieval import RETRIEVERS, HaystackIndex
 
 
@@ -30,6 +31,7 @@ class RetrievalRun:
     texts_cached: int = 0
     # retriever -> (seconds spent indexing, records indexed, values the key expander processed)
     index_cost: dict[str, tuple[float, int, int]] = field(default_factory=dict)
+    budget_tokenizer: str = ""  # what counted the tokens of evidence_recall@B (budget.py)
 
 
 def has_user_evidence(item: Item) -> bool:
@@ -47,13 +49,17 @@ def run_retrieval(
     cache: Path,
     embedder: Embedder,
     out: Path | None = None,
+    counter: TokenCounter | None = None,
 ) -> RetrievalRun:
-    """Rank every item's haystack with every retriever; ``out`` receives one JSON line per pair."""
+    """Rank every item's haystack with every retriever; ``out`` receives one JSON line per pair.
+
+    ``counter`` counts the reader tokens of evidence_recall@B (default: chars/4)."""
     unknown = [r for r in retrievers if r not in RETRIEVERS]
     if unknown:
         raise ValueError(f"retriever: unknown {unknown}; choose from {sorted(RETRIEVERS)}")
     indexes = [HaystackIndex(name, RETRIEVERS[name], cache, embedder) for name in retrievers]
-    run, started = RetrievalRun(), time.perf_counter()
+    counter = counter or char_counter()
+    run, started = RetrievalRun(budget_tokenizer=counter.name), time.perf_counter()
     sink = out.open("w", encoding="utf-8") if out else None
     try:
         for item in tqdm(items, desc="questions", unit="q"):
@@ -64,7 +70,8 @@ def run_retrieval(
                 run.skipped_no_user_evidence += 1
                 continue
             for index in indexes:
-                corpus, ranking = index.rank(item)
+                corpus, ranking, units = index.rank_units(item)
+                wanted = gold(corpus.ids)
                 row = {
                     "question_id": item.question_id,
                     "question_type": item.question_type,
@@ -72,6 +79,8 @@ def run_retrieval(
                     "level": corpus.level,
                     "metrics": score_ranking(ranking, corpus.ids, corpus.level),
                     "ranked_ids": [corpus.ids[i] for i in ranking[:50]],
+                    # over the full ranking, not cut at 50: what fits a reader's token budget
+                    "budget": budget_scores(units, (i for i, c in enumerate(corpus.ids) if c in wanted), counter),
                 }
                 run.rows.append(row)
                 if sink:

@@ -28,6 +28,37 @@ INSTRUCTIONS = (
     "answer it (at most three, one line each: 'mN: ...'); skip the others. Then write 'ANSWER:' and a "
     "short answer. If no memory answers it, write 'ANSWER: I don't know.'"
 )
+DIRECT = (
+    "Answer my question from these memories in a few words, with no explanation. Work out dates from the "
+    "memories' dates when the question needs it. If the memories do not say, answer: I don't know."
+)
+
+# LoCoMo's adversarial questions swap the person ("Caroline's son" for Melanie's): the memories look
+# relevant but are about someone else.
+CHECKED = DIRECT + " First check that the memories are about the very person and thing asked about."
+
+
+@dataclass(frozen=True)
+class ReaderPrompt:
+    """How the reader is asked. ``fixed_first``: the instructions open the prompt (in the system message),
+    so a backend that keeps its KV cache between calls (llama.cpp) computes them once for all questions;
+    otherwise they follow the question, as first written."""
+
+    name: str
+    instructions: str
+    fixed_first: bool
+
+
+PROMPTS = {
+    p.name: p
+    for p in (
+        ReaderPrompt("notes", INSTRUCTIONS, fixed_first=False),  # Chain-of-Note, the original wording
+        ReaderPrompt("notes-first", INSTRUCTIONS, fixed_first=True),
+        ReaderPrompt("direct-first", DIRECT, fixed_first=True),  # no notes: a few tokens to decode
+        ReaderPrompt("checked-first", CHECKED, fixed_first=True),
+    )
+}
+DEFAULT_PROMPT = "notes"
 # Notes on long memories can use up max_new_tokens before the answer: the notes so far stay in the
 # chat and the model is asked for the answer alone (seen on LongMemEval with the 1.5B reader).
 FINISH = "Stop the notes here. Write 'ANSWER:' and a short answer, or 'ANSWER: I don't know.'"
@@ -49,19 +80,29 @@ class Passage:
 
 
 def reader_messages(
-    question: str, passages: Sequence[Passage], question_date: datetime, max_chars: int
+    question: str, passages: Sequence[Passage], question_date: datetime, max_chars: int,
+    prompt: str = DEFAULT_PROMPT,
 ) -> ChatMessages:
+    style = prompt_named(prompt)
     ordered = sorted(passages, key=lambda p: p.date)
     memories = [
         {"memory": f"m{n}", "date": f"{p.date:%Y/%m/%d (%a) %H:%M}", "content": _cut(p.text, max_chars)}
         for n, p in enumerate(ordered, start=1)
     ]
-    prompt = (
+    asked = (
         "Memories of our past conversations, oldest first:\n"
         f"{json.dumps(memories, ensure_ascii=False, indent=1)}\n\n"
-        f"Today is {question_date:%Y/%m/%d (%a) %H:%M}.\nMy question: {question}\n\n{INSTRUCTIONS}"
+        f"Today is {question_date:%Y/%m/%d (%a) %H:%M}.\nMy question: {question}"
     )
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+    if style.fixed_first:
+        return [{"role": "system", "content": f"{SYSTEM}\n\n{style.instructions}"}, {"role": "user", "content": asked}]
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"{asked}\n\n{style.instructions}"}]
+
+
+def prompt_named(name: str) -> ReaderPrompt:
+    if name not in PROMPTS:
+        raise ValueError(f"prompt: {name!r} is not one of {sorted(PROMPTS)}")
+    return PROMPTS[name]
 
 
 def _cut(text: str, max_chars: int) -> str:
@@ -77,9 +118,10 @@ def read(
     max_new_tokens: int = 200,
     max_chars: int = 2000,
     refuse_below: float | None = None,
+    prompt: str = DEFAULT_PROMPT,
 ) -> Answer:
     ordered = sorted(passages, key=lambda p: p.date)
-    messages = reader_messages(question, ordered, question_date, max_chars)
+    messages = reader_messages(question, ordered, question_date, max_chars, prompt)
     generation = llm.generate(messages, max_new_tokens=max_new_tokens)
     if generation.finish_reason == "length" and "ANSWER:" not in generation.text:
         generation = _finish(llm, messages, generation)

