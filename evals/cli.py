@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from memagent import Embedder
-from memagent.answer.reader import DEFAULT_PROMPT, PROMPTS
+from memagent.answer.reader import PROMPTS, prompt_for
 from memagent.llm.load import BACKENDS
 
 from .judge_check.score import judge_agreement, warn_untrusted_judge
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         qa.add_argument("--budget", type=int, default=1024,
                         help="reader tokens of memories, the same for every context (default 1024)")
         qa.add_argument("--k", type=int, default=5, help="memagent context: at most this many records")
-        qa.add_argument("--prompt", default=DEFAULT_PROMPT, choices=sorted(PROMPTS), help="the reader's prompt")
+        qa.add_argument("--prompt", default=None, choices=sorted(PROMPTS),
+                        help="the reader's prompt (default: the best measured for the reader)")
         qa.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs a GGUF reader or judge")
     return parser
 
@@ -142,17 +143,18 @@ def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: E
         judge_llm = RuleFirstJudge(reader) if judge_spec.startswith(RULES_PREFIX) else Judge(reader)
     else:
         judge_llm = load_judge(judge_spec, backend=args.backend)
+    prompt = args.prompt or prompt_for(reader.name)
     warning = warn_untrusted_judge(judge_llm.name, spec=judge_spec)  # an unchecked judge guesses
     agreement = judge_agreement(judge_llm.name)
     run = run_qa(items, args.contexts, reader=reader, judge_llm=judge_llm, cache=args.cache, embedder=embedder,
-                 out=out, k=args.k, budget=args.budget, prompt=args.prompt)
+                 out=out, k=args.k, budget=args.budget, prompt=prompt)
     types = sorted({i.question_type for i in items})
     text = "\n".join([
         f"# Question answering on {args.data.name}",
         "",
         f"- data: `{args.data}` (sha256 `{sha256_of(args.data)}`), split: {split}",
         f"- questions: {len(items)} ({', '.join(f'{t}: {sum(i.question_type == t for i in items)}' for t in types)})",
-        f"- reader: `{run.reader}` (backend {args.backend}), prompt `{args.prompt}`; judge: `{run.judge}` "
+        f"- reader: `{run.reader}` (backend {args.backend}), prompt `{prompt}`; judge: `{run.judge}` "
         f"(LongMemEval's official judge prompts), agreement on the judge-check set: "
         f"{'not checked' if agreement is None else f'{agreement:.3f}'}{' (WARNING: below 0.9)' if warning else ''}",
         f"- embedder: {embedder.name}; memagent's configuration (the library default): `{_retrieval_settings()}`",
@@ -166,7 +168,7 @@ def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: E
     (out / "qa_summary.md").write_text(text, encoding="utf-8")
     summary = {"data": args.data.name, "split": split, "questions": len(items), "reader": run.reader,
                "judge": run.judge, "judge_agreement": agreement, "budget": args.budget, "k": args.k,
-               "prompt": args.prompt,
+               "prompt": prompt,
                "scores": qa_scores(run.rows)}  # aggregates only: no question ids, safe to commit
     (out / "qa_summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     (out / "qa_rows.json").write_text(json.dumps(run.rows, indent=1), encoding="utf-8")

@@ -118,8 +118,9 @@ class ReaderConfig(BaseModel):
         default="auto",
         description="what runs a GGUF model: llama.cpp when the llama extra is installed (auto), or transformers",
     )
-    prompt: Literal["notes", "notes-first", "direct-first", "checked-first"] = Field(
-        default="notes", description="how the reader is asked (memagent.answer.reader.PROMPTS)"
+    prompt: Literal["notes", "notes-first", "direct-first", "checked-first"] | None = Field(
+        default=None,
+        description="how the reader is asked (memagent.answer.reader.PROMPTS); None: the best measured for the model",
     )
     k: int = Field(default=5, gt=0, description="memories given to the reader")
     max_new_tokens: int = Field(default=200, gt=0)

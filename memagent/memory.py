@@ -25,7 +25,7 @@ from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 from pydantic import ValidationError
 
 from memagent._time import parse_timestamp, utc_now
-from memagent.answer.reader import Passage, read
+from memagent.answer.reader import Passage, prompt_for, read
 from memagent.config import MemoryConfig, default_store_path
 from memagent.embedding import CachedEmbedder, Embedder, embedder_from_config
 from memagent.errors import InputError, RecordNotFound
@@ -227,7 +227,8 @@ class Memory:
         passages = [Passage(h.record.id, h.record.timestamp, h.record.value) for h in hits]
         model = self.llm if llm is None else self._locked(llm)
         return read(model, question, passages, asked, max_new_tokens=reader.max_new_tokens,
-                    max_chars=reader.max_memory_chars, refuse_below=reader.refuse_below, prompt=reader.prompt)
+                    max_chars=reader.max_memory_chars, refuse_below=reader.refuse_below,
+                    prompt=reader.prompt or prompt_for(model.name))
 
     def get(self, record_id: str, /, *, user_id: str) -> MemoryRecord:
         """One of the user's records by id; ``RecordNotFound`` when the user has no record with it."""

@@ -59,6 +59,13 @@ PROMPTS = {
     )
 }
 DEFAULT_PROMPT = "notes"
+# The best prompt per reader on LoCoMo's training conversations (evals/results/qa_prompt_tuning: 30
+# questions, memagent's context, judge rules+1.5B); other models get the default.
+BEST_PROMPT = {"qwen2.5-coder-1.5b-instruct": "direct-first", "qwen2.5-coder-0.5b-instruct": "notes"}
+
+
+def prompt_for(model_name: str) -> str:
+    return BEST_PROMPT.get(model_name, DEFAULT_PROMPT)
 # Notes on long memories can use up max_new_tokens before the answer: the notes so far stay in the
 # chat and the model is asked for the answer alone (seen on LongMemEval with the 1.5B reader).
 FINISH = "Stop the notes here. Write 'ANSWER:' and a short answer, or 'ANSWER: I don't know.'"

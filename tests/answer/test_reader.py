@@ -106,6 +106,22 @@ def test_memory_answer_reads_the_users_own_memories(memory) -> None:
     assert answer.citations == [memory.get_all(user_id="ana")[0].id]
 
 
+def test_memory_answer_asks_each_packaged_reader_with_its_best_prompt(memory) -> None:
+    from memagent.answer.reader import PROMPTS
+
+    memory.add(exchange("I adopted a greyhound called Pixel"), user_id="ana", session_id="s1", timestamp="2024-01-05")
+    for name, prompt in (("qwen2.5-coder-1.5b-instruct", "direct-first"), ("some-other-model", "notes")):
+        reader = ScriptedLLM("Pixel", name=name)
+        memory.answer("What is my dog's name?", user_id="ana", llm=reader, question_date="2024-02-01")
+        instructions = PROMPTS[prompt].instructions
+        where = 0 if PROMPTS[prompt].fixed_first else -1
+        assert reader.calls[0][where]["content"].endswith(instructions), name
+    memory.config.reader.prompt = "notes-first"  # a configured prompt wins
+    reader = ScriptedLLM("Pixel", name="qwen2.5-coder-1.5b-instruct")
+    memory.answer("What is my dog's name?", user_id="ana", llm=reader, question_date="2024-02-01")
+    assert reader.calls[0][0]["content"].endswith(PROMPTS["notes-first"].instructions)
+
+
 def test_a_model_failure_raises_and_is_never_a_refusal(memory) -> None:
     memory.add(exchange("I adopted a greyhound"), user_id="ana", session_id="s1")
 
