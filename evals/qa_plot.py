@@ -33,8 +33,9 @@ def plot_qa(summaries: Sequence[dict[str, Any]], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=8)
     judges = sorted({s["judge"] for s in summaries})
-    fig.suptitle(f"QA by context (judge: {', '.join(judges)}); small samples: one answer moves a bar by 10-25 points",
-                 fontsize=9)
+    fewest = min(s["questions"] for s in summaries)
+    title = f"QA by context (judge: {', '.join(judges)}); one answer moves a bar by up to {100 / fewest:.1f} points"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
