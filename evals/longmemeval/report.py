@@ -74,10 +74,7 @@ def plot_recall_curves(rows: Sequence[dict[str, Any]], path: Path, title: str) -
                xlabel="k", ylabel="recall_all@k", title=f"{level} level")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def overview_table(rows: Sequence[dict[str, Any]], index_cost: dict[str, tuple[float, int, int]]) -> str:
@@ -197,6 +194,13 @@ def plot_budget_recall(rows: Sequence[dict[str, Any]], path: Path, title: str) -
            xlabel="reader budget B (tokens)", ylabel="evidence recall within B tokens")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    _save(fig, path, title)
+
+
+def _save(fig: Any, path: Path, title: str) -> None:
+    """Title, lay out, write and close a figure (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
