@@ -13,8 +13,10 @@ import random
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from memagent import Embedder
+from memagent.answer.confidence import SURE_QUESTIONS
 from memagent.answer.reader import PROMPTS, prompt_for
 from memagent.llm.load import BACKENDS
 
@@ -71,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         qa.add_argument("--prompt", default=None, choices=sorted(PROMPTS),
                         help="the reader's prompt (default: the best measured for the reader)")
         qa.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs a GGUF reader or judge")
+        qa.add_argument("--refusal", nargs="?", const="memories", default=None, choices=sorted(SURE_QUESTIONS),
+                        metavar="WORDING",
+                        help="also ask the reader whether it is sure (R-Tuning) and score refusal: AP, AUROC, "
+                             "abstention, a reliability diagram; WORDING 'memories' (default) or R-Tuning's "
+                             "'internal'")
+        qa.add_argument("--thresholds", type=Path, default=None,
+                        help="with --refusal: refusal thresholds fitted on other questions (thresholds.json of a "
+                             "training run); without it they are fitted on this run and written there")
     return parser
 
 
@@ -147,7 +157,7 @@ def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: E
     warning = warn_untrusted_judge(judge_llm.name, spec=judge_spec)  # an unchecked judge guesses
     agreement = judge_agreement(judge_llm.name)
     run = run_qa(items, args.contexts, reader=reader, judge_llm=judge_llm, cache=args.cache, embedder=embedder,
-                 out=out, k=args.k, budget=args.budget, prompt=prompt)
+                 out=out, k=args.k, budget=args.budget, prompt=prompt, sure_probe=args.refusal)
     types = sorted({i.question_type for i in items})
     text = "\n".join([
         f"# Question answering on {args.data.name}",
@@ -173,7 +183,36 @@ def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: E
     (out / "qa_summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     (out / "qa_rows.json").write_text(json.dumps(run.rows, indent=1), encoding="utf-8")
     print(text)
+    if args.refusal:
+        print(refusal_main(args, run.rows, out, f"{run.reader}, {args.data.name}"))
     return 0
+
+
+def refusal_main(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path, title: str) -> str:
+    """Refusal scores per context; thresholds from ``--thresholds`` or fitted here (and written)."""
+    from .refusal import SCORES, fit_thresholds, plot_reliability, refusal_markdown, refusal_scores, reliability
+
+    parts, summary = [f"# Refusal (sure-probe wording: {args.refusal})", ""], {}
+    for context in args.contexts:
+        mine = [r for r in rows if r["context"] == context]
+        if args.thresholds:
+            thresholds, origin = json.loads(args.thresholds.read_text(encoding="utf-8"))[context], str(args.thresholds)
+        else:
+            thresholds, origin = fit_thresholds(mine), "these questions (a training run)"
+        methods = refusal_scores(mine, thresholds)
+        calibration = {name: reliability(mine, field) for name, field in SCORES.items()}
+        plot_reliability(calibration, out / f"reliability_{context}.png", f"{title}: {context} ({len(mine)} answers)")
+        parts += [f"## {context}: thresholds fitted on {origin}", "", refusal_markdown(methods, calibration)]
+        summary[context] = {"thresholds": thresholds, "fitted_on": origin, "methods": methods,
+                            "calibration": calibration}
+    if not args.thresholds:
+        (out / "thresholds.json").write_text(
+            json.dumps({c: s["thresholds"] for c, s in summary.items()}, indent=1), encoding="utf-8"
+        )
+    (out / "refusal.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    text = "\n".join(parts)
+    (out / "refusal.md").write_text(text, encoding="utf-8")
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

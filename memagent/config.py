@@ -125,9 +125,15 @@ class ReaderConfig(BaseModel):
     k: int = Field(default=5, gt=0, description="memories given to the reader")
     max_new_tokens: int = Field(default=200, gt=0)
     max_memory_chars: int = Field(default=2000, gt=0, description="each memory is cut to this length in the prompt")
+    sure_probe: Literal["memories", "internal"] | None = Field(
+        default="memories",
+        description="after answering, ask the reader whether it is sure (R-Tuning) and mix that into confidence; "
+                    "'internal' is R-Tuning's original wording; None: confidence is the answer's likelihood alone",
+    )
     refuse_below: float | None = Field(
         default=None, ge=0.0, le=1.0,
-        description="also refuse when confidence is below this (None: only when the model says so)",
+        description="also refuse when confidence is below this; None: the threshold fitted for the reader, prompt "
+                    "and sure-probe (memagent.answer.confidence.FITTED_THRESHOLDS) if there is one; 0: never",
     )
 
 

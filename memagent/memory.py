@@ -25,7 +25,8 @@ from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 from pydantic import ValidationError
 
 from memagent._time import parse_timestamp, utc_now
-from memagent.answer.reader import Passage, prompt_for, read
+from memagent.answer.confidence import fitted_threshold
+from memagent.answer.reader import NOTHING_REMEMBERED, Passage, prompt_for, read
 from memagent.config import MemoryConfig, default_store_path
 from memagent.embedding import CachedEmbedder, Embedder, embedder_from_config
 from memagent.errors import InputError, RecordNotFound
@@ -225,10 +226,16 @@ class Memory:
         hits = self.search(question, user_id=user_id, agent_id=agent_id, run_id=run_id, k=k or reader.k,
                            filters=filters, question_date=asked)
         passages = [Passage(h.record.id, h.record.timestamp, h.record.value) for h in hits]
+        if not passages:  # nothing to answer from: a reader asked anyway invents (seen with the 1.5B)
+            return Answer(text=NOTHING_REMEMBERED, refused=True, confidence=0.0)
         model = self.llm if llm is None else self._locked(llm)
+        prompt = reader.prompt or prompt_for(model.name)
+        refuse_below = reader.refuse_below
+        if refuse_below is None and reader.sure_probe is not None:
+            refuse_below = fitted_threshold(model.name, prompt, reader.sure_probe)
         return read(model, question, passages, asked, max_new_tokens=reader.max_new_tokens,
-                    max_chars=reader.max_memory_chars, refuse_below=reader.refuse_below,
-                    prompt=reader.prompt or prompt_for(model.name))
+                    max_chars=reader.max_memory_chars, refuse_below=refuse_below, prompt=prompt,
+                    sure_probe=reader.sure_probe)
 
     def get(self, record_id: str, /, *, user_id: str) -> MemoryRecord:
         """One of the user's records by id; ``RecordNotFound`` when the user has no record with it."""

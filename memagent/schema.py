@@ -70,7 +70,17 @@ class Answer(BaseModel):
 
     text: str
     refused: bool = Field(description="the reader said the memories do not hold the answer")
-    confidence: float = Field(ge=0.0, le=1.0, description="geometric-mean probability of the answer's tokens")
+    confidence: float = Field(
+        ge=0.0, le=1.0,
+        description="R-Tuning's mean of the two parts below when the sure-probe ran, else the answer's likelihood",
+    )
+    prediction_confidence: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="geometric-mean probability of the answer's tokens"
+    )
+    sure_confidence: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="p(sure) / (p(sure) + p(unsure)) when the reader was asked whether it is sure (None: not asked)",
+    )
     citations: list[str] = Field(default_factory=list, description="ids of the records the reader's notes used")
     notes: str = Field(default="", description="the reader's notes on the memories (Chain-of-Note)")
 

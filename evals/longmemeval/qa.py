@@ -65,7 +65,10 @@ class Metered(LLM):
         return generation
 
     def continuation_logprobs(self, messages: ChatMessages, continuation: str) -> list[float]:
-        return self.inner.continuation_logprobs(messages, continuation)
+        started = time.perf_counter()  # the sure-probe's scoring is reader time too
+        logprobs = self.inner.continuation_logprobs(messages, continuation)
+        self.seconds += time.perf_counter() - started
+        return logprobs
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
@@ -140,13 +143,13 @@ def context_passages(context: str, item: Item, index: HaystackIndex, reader: LLM
 
 
 def answer_item(context: str, item: Item, index: HaystackIndex, reader: LLM, *, k: int, budget: int,
-                prompt: str = DEFAULT_PROMPT) -> dict[str, Any]:
+                prompt: str = DEFAULT_PROMPT, sure_probe: str | None = None) -> dict[str, Any]:
     """The reader's answer to one question from one context, with its cost; not yet judged."""
     started = time.perf_counter()
     passages = context_passages(context, item, index, reader, k, budget)
     metered = Metered(reader)
     answer = read(metered, item.question, passages, parse_timestamp(item.question_date), max_chars=SESSION_CHARS,
-                  prompt=prompt)
+                  prompt=prompt, sure_probe=sure_probe)
     return {
         "question_id": item.question_id,
         "question_type": item.question_type,
@@ -154,6 +157,8 @@ def answer_item(context: str, item: Item, index: HaystackIndex, reader: LLM, *, 
         "hypothesis": answer.text,
         "refused": answer.refused,
         "confidence": answer.confidence,
+        "prediction_confidence": answer.prediction_confidence,
+        "sure_confidence": answer.sure_confidence,
         "passages": len(passages),
         "f1": token_f1(answer.text, item.answer),
         "em": exact_match(answer.text, item.answer),
@@ -165,13 +170,17 @@ def answer_item(context: str, item: Item, index: HaystackIndex, reader: LLM, *, 
 
 
 def run_qa(items: Sequence[Item], contexts: Sequence[str], *, reader: LLM, judge_llm: Judge | LLM, cache: Path,
-           embedder: Embedder, out: Path, k: int = 5, budget: int = 1024, prompt: str = DEFAULT_PROMPT) -> QARun:
+           embedder: Embedder, out: Path, k: int = 5, budget: int = 1024, prompt: str = DEFAULT_PROMPT,
+           sure_probe: str | None = None) -> QARun:
     """Answer every item in every context, then judge every answer; both passes resume from ``out``.
 
+    ``sure_probe``: also ask the reader whether it is sure (R-Tuning; ``memagent.answer.confidence``).
     Hypotheses also go to ``hypotheses_<context>.jsonl`` in the official format."""
     out.mkdir(parents=True, exist_ok=True)
     decide = as_judge(judge_llm)
-    setup = {"reader": reader.name, "prompt": prompt, "k": k, "budget": budget}
+    setup: dict[str, Any] = {"reader": reader.name, "prompt": prompt, "k": k, "budget": budget}
+    if sure_probe is not None:  # absent otherwise, so journals written before the probe existed resume
+        setup["sure_probe"] = sure_probe
     run, started = QARun(reader=reader.name, judge=decide.name), time.perf_counter()
     answers = _Journal(out / "answers.jsonl", setup)
     run.resumed = len(answers.rows)
@@ -181,7 +190,8 @@ def run_qa(items: Sequence[Item], contexts: Sequence[str], *, reader: LLM, judge
     todo = [(item, c) for c in contexts for item in items if (item.question_id, c) not in answers.rows]
     with answers:
         for item, context in tqdm(todo, desc="answer", unit="answer"):
-            answers.add(answer_item(context, item, index, reader, k=k, budget=budget, prompt=prompt))
+            answers.add(answer_item(context, item, index, reader, k=k, budget=budget, prompt=prompt,
+                                    sure_probe=sure_probe))
     by_id = {item.question_id: item for item in items}
     wanted = [answers.rows[(item.question_id, c)] for item in items for c in contexts]
     with _Journal(out / "judged.jsonl", {"judge": decide.name}) as judged:

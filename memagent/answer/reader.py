@@ -9,12 +9,12 @@ memory that merely looks similar, and they name the memories used, which become 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from memagent.answer.confidence import answer_confidence, combined_confidence, sure_confidence
 from memagent.llm.base import LLM, ChatMessages, Generation
 from memagent.schema import Answer
 
@@ -70,6 +70,7 @@ def prompt_for(model_name: str) -> str:
 # chat and the model is asked for the answer alone (seen on LongMemEval with the 1.5B reader).
 FINISH = "Stop the notes here. Write 'ANSWER:' and a short answer, or 'ANSWER: I don't know.'"
 ANSWER_TOKENS = 48
+NOTHING_REMEMBERED = "I don't know: I have no memories to answer this from."
 # a refusal may follow a stray label ("ANSWER: NOTES: I don't know."), so it is searched, not matched
 _REFUSAL = re.compile(
     r"\b(i\s+(do\s+not|don't|dont)\s+know|not\s+(mentioned|stated|known)|no\s+information)\b|^\W*unknown\b", re.I
@@ -126,13 +127,17 @@ def read(
     max_chars: int = 2000,
     refuse_below: float | None = None,
     prompt: str = DEFAULT_PROMPT,
+    sure_probe: str | None = None,
 ) -> Answer:
+    """``sure_probe`` (a wording of ``confidence.SURE_QUESTIONS``): also ask the reader whether it is
+    sure, and make ``confidence`` R-Tuning's mean of that and the answer's likelihood."""
     ordered = sorted(passages, key=lambda p: p.date)
     messages = reader_messages(question, ordered, question_date, max_chars, prompt)
     generation = llm.generate(messages, max_new_tokens=max_new_tokens)
     if generation.finish_reason == "length" and "ANSWER:" not in generation.text:
         generation = _finish(llm, messages, generation)
-    return parse_reply(generation, ordered, llm, refuse_below)
+    sure = None if sure_probe is None else sure_confidence(llm, messages, generation.text.strip(), sure_probe)
+    return parse_reply(generation, ordered, llm, refuse_below, sure)
 
 
 def _finish(llm: LLM, messages: ChatMessages, cut: Generation) -> Generation:
@@ -151,8 +156,12 @@ def _finish(llm: LLM, messages: ChatMessages, cut: Generation) -> Generation:
     )
 
 
-def parse_reply(generation: Generation, ordered: Sequence[Passage], llm: LLM, refuse_below: float | None) -> Answer:
-    """Split notes from answer, map 'mN' back to record ids, and score the answer's likelihood."""
+def parse_reply(
+    generation: Generation, ordered: Sequence[Passage], llm: LLM, refuse_below: float | None,
+    sure: float | None = None,
+) -> Answer:
+    """Split notes from answer, map 'mN' back to record ids, and score the answer's likelihood (with
+    the sure-probe's ``sure`` when it was asked)."""
     text = generation.text.strip()
     notes, _, answer = text.rpartition("ANSWER:")
     if not _:  # the model skipped the format: the whole reply is the answer
@@ -160,20 +169,16 @@ def parse_reply(generation: Generation, ordered: Sequence[Passage], llm: LLM, re
     notes = notes.replace("NOTES:", "").strip()
     answer = answer.strip() or "I don't know."
     cited = {int(n) for n in _MEMORY_REF.findall(notes) if 1 <= int(n) <= len(ordered)}
-    confidence = answer_confidence(generation.token_logprobs, llm.count_tokens(answer))
+    prediction = answer_confidence(generation.token_logprobs, llm.count_tokens(answer))
+    confidence = prediction if sure is None else combined_confidence(prediction, sure)
     refused = bool(_REFUSAL.search(answer)) or (refuse_below is not None and confidence < refuse_below)
     return Answer(
         text=answer,
         refused=refused,
         confidence=confidence,
+        prediction_confidence=prediction,
+        sure_confidence=sure,
         citations=[ordered[n - 1].id for n in sorted(cited)],
         notes=notes,
     )
 
-
-def answer_confidence(token_logprobs: Sequence[float], answer_tokens: int) -> float:
-    """Geometric-mean probability of the answer's tokens, the last ``answer_tokens`` generated."""
-    tail = list(token_logprobs)[-answer_tokens:] if answer_tokens > 0 else []
-    if not tail:
-        return 0.0
-    return min(1.0, math.exp(sum(tail) / len(tail)))

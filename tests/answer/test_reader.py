@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 import pytest
 
 from memagent import LLMError, ScriptedLLM
-from memagent.answer.reader import Passage, answer_confidence, read, reader_messages
+from memagent.answer.confidence import answer_confidence
+from memagent.answer.reader import Passage, read, reader_messages
 from tests.conftest import exchange
 
 WHEN = datetime(2024, 3, 1, 9, 0, tzinfo=timezone.utc)

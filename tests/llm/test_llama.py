@@ -120,3 +120,13 @@ def test_llama_cpp_refuses_a_transformers_folder(tmp_path: Path) -> None:
 def test_a_missing_file_is_an_llm_error(tmp_path: Path) -> None:
     with pytest.raises(LLMError, match="no such GGUF file"):
         LlamaCppLLM(tmp_path / "absent.gguf")
+
+
+def test_the_sure_probe_matches_transformers(llama: LlamaCppLLM, reference: LocalLLM) -> None:
+    from memagent.answer.confidence import sure_confidence
+
+    # the probe scores three continuations that share "I am " on a byte-level tokenizer: llama.cpp must
+    # give the shared tokens equal scores across calls so the words are compared where they differ
+    for messages in (HELLO, OTHER):
+        got, want = sure_confidence(llama, messages, "Bristol"), sure_confidence(reference, messages, "Bristol")
+        assert got == pytest.approx(want, abs=TOLERANCE) and got != pytest.approx(0.5, abs=1e-3)
