@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         qa.add_argument("--prompt", default=None, choices=sorted(PROMPTS),
                         help="the reader's prompt (default: the best measured for the reader)")
         qa.add_argument("--backend", default="auto", choices=BACKENDS, help="what runs a GGUF reader or judge")
+        qa.add_argument("--adapter", default=None,
+                        help="a LoRA adapter for the reader (R-Tuning: python -m memagent_evals.refusal.tune), "
+                             "by name or folder; the reader then runs on transformers")
         qa.add_argument("--refusal", nargs="?", const="memories", default=None, choices=sorted(SURE_QUESTIONS),
                         metavar="WORDING",
                         help="also ask the reader whether it is sure (R-Tuning) and score refusal: AP, AUROC, "
@@ -147,9 +150,9 @@ def qa_main(args: argparse.Namespace, items: list[Item], split: str, embedder: E
 
     from .longmemeval.judge import RULES_PREFIX, Judge, RuleFirstJudge, load_judge
 
-    reader = load_llm(args.reader, backend=args.backend)
+    reader = load_llm(args.reader, backend=args.backend, adapter=args.adapter)
     judge_spec = args.judge or args.reader
-    if judge_spec.removeprefix(RULES_PREFIX) == args.reader:  # one model reads and judges: loaded once
+    if judge_spec.removeprefix(RULES_PREFIX) == args.reader and args.adapter is None:  # one model for both
         judge_llm = RuleFirstJudge(reader) if judge_spec.startswith(RULES_PREFIX) else Judge(reader)
     else:
         judge_llm = load_judge(judge_spec, backend=args.backend)

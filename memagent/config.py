@@ -118,6 +118,11 @@ class ReaderConfig(BaseModel):
         default="auto",
         description="what runs a GGUF model: llama.cpp when the llama extra is installed (auto), or transformers",
     )
+    adapter: str | None = Field(
+        default=None,
+        description="a LoRA adapter for the reader (R-Tuning: memagent.answer.rtuning), by name or folder; "
+                    "it runs on the transformers backend",
+    )
     prompt: Literal["notes", "notes-first", "direct-first", "checked-first"] | None = Field(
         default=None,
         description="how the reader is asked (memagent.answer.reader.PROMPTS); None: the best measured for the model",

@@ -108,7 +108,8 @@ class Memory:
             if self._llm is None:
                 from memagent.llm.load import load_llm  # heavy: only when answering
 
-                self._llm = self._locked(load_llm(self.config.reader.model, backend=self.config.reader.backend))
+                reader = self.config.reader
+                self._llm = self._locked(load_llm(reader.model, backend=reader.backend, adapter=reader.adapter))
         return self._llm
 
     @property

@@ -65,7 +65,8 @@ BEST_PROMPT = {"qwen2.5-coder-1.5b-instruct": "direct-first", "qwen2.5-coder-0.5
 
 
 def prompt_for(model_name: str) -> str:
-    return BEST_PROMPT.get(model_name, DEFAULT_PROMPT)
+    """The best prompt for a model, or for the base of a tuned one ("base+adapter")."""
+    return BEST_PROMPT.get(model_name.partition("+")[0], DEFAULT_PROMPT)
 # Notes on long memories can use up max_new_tokens before the answer: the notes so far stay in the
 # chat and the model is asked for the answer alone (seen on LongMemEval with the 1.5B reader).
 FINISH = "Stop the notes here. Write 'ANSWER:' and a short answer, or 'ANSWER: I don't know.'"

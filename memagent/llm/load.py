@@ -28,8 +28,19 @@ def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def load_llm(spec: str, /, *, backend: Backend = "auto", **options: Any) -> LLM:
-    """Load the model ``spec`` names; ``options`` go to the backend that runs it."""
+def load_llm(spec: str, /, *, backend: Backend = "auto", adapter: str | None = None, **options: Any) -> LLM:
+    """Load the model ``spec`` names; ``options`` go to the backend that runs it. ``adapter``: a LoRA
+    adapter (``memagent.answer.rtuning``) merged into it, on the transformers backend."""
+    if adapter is not None:
+        if spec.startswith(("http://", "https://")) or backend == "llama.cpp":
+            raise LLMError(f"adapter: {adapter!r} needs an in-process model on the transformers backend, "
+                           f"not {spec!r} on {backend}")
+        from memagent.answer.rtuning import with_adapter
+        from memagent.llm.local import LocalLLM
+
+        base = load_llm(spec, backend="transformers", **options)
+        assert isinstance(base, LocalLLM)
+        return with_adapter(base, adapter)
     if spec.startswith(("http://", "https://")):
         return _load_remote(spec, options)
     if backend not in BACKENDS:

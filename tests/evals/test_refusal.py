@@ -70,3 +70,29 @@ def test_the_cli_fits_thresholds_on_a_training_run_and_applies_them_to_a_test_ru
     scores = json.loads((test / "refusal.json").read_text())["memagent"]["methods"]
     assert scores["r-tuning"]["abstention"] == 1.0 and scores["r-tuning"]["answerable"] == 0.0  # both below 0.8
     assert not (test / "thresholds.json").exists()  # a test run never writes thresholds
+
+
+def test_tuning_examples_rebuild_the_prompt_the_reader_saw_and_take_the_judges_labels(tmp_path: Path) -> None:
+    from memagent_evals.longmemeval.load import load_items
+    from memagent_evals.refusal.tune import build_examples, judged_rows
+
+    from memagent import ScriptedLLM
+    from memagent.answer.rtuning import REFUSAL
+    from tests.evals.test_longmemeval_run import make_item, write
+
+    items = load_items(write(tmp_path, [make_item(), make_item(question_id="q2_abs")]))
+    run = tmp_path / "run"
+    run.mkdir()
+    setup = {"reader": "scripted", "prompt": "direct-first", "k": 5, "budget": 10_000, "sure_probe": "memories"}
+    answers = [{"setup": setup}, *({"question_id": q, "context": "memagent"} for q in ("q1", "q2_abs"))]
+    judged = [{"setup": {"judge": "j"}}, {"question_id": "q1", "context": "memagent", "label": False},
+              {"question_id": "q2_abs", "context": "memagent", "label": True}]
+    (run / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in answers))
+    (run / "judged.jsonl").write_text("".join(json.dumps(r) + "\n" for r in judged))
+    found_setup, rows = judged_rows(run)
+    assert found_setup == setup and [(r["question_id"], r["label"]) for r in rows] == [("q1", False), ("q2_abs", True)]
+    examples = build_examples(items, rows, setup, ScriptedLLM("x"), tmp_path / "cache", "unsure")
+    wrong, unanswerable = examples
+    assert "greyhound" in wrong.messages[-1]["content"] and "What breed is my dog?" in wrong.messages[-1]["content"]
+    assert (wrong.answer, wrong.sure) == ("a greyhound", False)  # the reference, and unsure: the reader was wrong
+    assert (unanswerable.answer, unanswerable.sure) == (REFUSAL, False)
