@@ -20,7 +20,7 @@ def plot_qa(summaries: Sequence[dict[str, Any]], path: Path) -> None:
 
     contexts = list(dict.fromkeys(c for s in summaries for c in s["scores"]))
     # a run's folder names its data, reader and variant (qa_locomo_qwen0.5b_votes); else data and reader
-    groups = [f"{s['run']}\n({s['questions']} q)" if "run" in s else
+    groups = [f"{s['run'].replace('_', chr(10), 1)}\n({s['questions']} q)" if "run" in s else  # two lines
               f"{s['data'].removesuffix('.json')}\n{s['reader']}\n({s['questions']} q)" for s in summaries]
     width = 0.8 / len(contexts)
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.6 * len(groups)), 4.4), squeeze=False)
