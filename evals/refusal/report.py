@@ -4,9 +4,11 @@ A row's answer is *correct* when the judge said so; on an unanswerable question 
 category, ids ending ``_abs``) that means the reader refused. A method is a way to refuse:
 - ``prompt only``: the reader refuses when its words say so (memagent before R-Tuning);
 - ``likelihood``: also below a threshold of the answer's geometric-mean token probability;
+- ``p(sure)``: also below a threshold of the sure-probe alone;
 - ``r-tuning``: also below a threshold of R-Tuning's c = (likelihood + p(sure)) / 2.
 Refusing is right on an unanswerable question and wrong on an answerable one; an answer that stands
-keeps its judged label.
+keeps its judged label. Each threshold is fitted two ways: for the most right answers, and for the
+most right answers among thresholds that cost answerable questions at most 3 points of accuracy.
 """
 
 from __future__ import annotations
@@ -21,9 +23,15 @@ from memagent.answer.confidence import fit_threshold
 
 from ..longmemeval.report import _save
 
-# method -> the row field its threshold applies to
-SCORES = {"likelihood": "prediction_confidence", "r-tuning": "confidence"}
+# a confidence -> the row field that holds it
+SCORES = {"likelihood": "prediction_confidence", "p(sure)": "sure_confidence", "r-tuning": "confidence"}
+# how a threshold is fitted -> the most answerable accuracy it may cost (None: no limit)
+OBJECTIVES = {"most right": None, "drop <= 3 pt": 0.03}
 BINS = 10
+
+
+def method_name(score: str, objective: str) -> str:
+    return f"{score}, {objective}"
 
 
 def _labels(rows: Sequence[dict[str, Any]]) -> tuple[list[bool], list[bool]]:
@@ -31,9 +39,12 @@ def _labels(rows: Sequence[dict[str, Any]]) -> tuple[list[bool], list[bool]]:
 
 
 def fit_thresholds(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Per method, the threshold that makes the most final answers right on these rows."""
+    """Per method (a confidence and an objective), the threshold fitted on these rows."""
     correct, unanswerable = _labels(rows)
-    return {name: fit_threshold([r[field] for r in rows], correct, unanswerable) for name, field in SCORES.items()}
+    return {
+        method_name(score, objective): fit_threshold([r[field] for r in rows], correct, unanswerable, drop)
+        for score, field in SCORES.items() for objective, drop in OBJECTIVES.items()
+    }
 
 
 def refusal_scores(rows: Sequence[dict[str, Any]], thresholds: dict[str, float]) -> dict[str, dict[str, Any]]:
@@ -44,8 +55,8 @@ def refusal_scores(rows: Sequence[dict[str, Any]], thresholds: dict[str, float])
     correct, unanswerable = _labels(rows)
     both_kinds = 0 < sum(correct) < len(correct)  # AP and AUROC need right and wrong answers
     methods: dict[str, dict[str, Any]] = {}
-    for name in ("prompt only", *SCORES):
-        field, threshold = SCORES.get(name), thresholds.get(name)
+    for name in ("prompt only", *thresholds):
+        field, threshold = SCORES.get(name.partition(",")[0]), thresholds.get(name)
         scores = [r[field] for r in rows] if field else None
         refused = [
             bool(r["refused"]) or (scores is not None and threshold is not None and s < threshold)
@@ -94,7 +105,8 @@ def refusal_markdown(methods: dict[str, dict[str, Any]], calibration: dict[str, 
             "overall acc", "ECE"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for name, m in methods.items():
-        ece = calibration[name]["ece"] if name in calibration else None
+        score = name.partition(",")[0]
+        ece = calibration[score]["ece"] if score in calibration else None
         lines.append(
             f"| {name} | {cell(m['ap'])} | {cell(m['auroc'])} | {cell(m['threshold'])} | {cell(m['refused'], 2)} | "
             f"{cell(m['abstention'])} ({m['abstention_n']}) | {cell(m['answerable'])} ({m['answerable_n']}) | "

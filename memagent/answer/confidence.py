@@ -75,20 +75,28 @@ def fitted_threshold(model_name: str, prompt: str, wording: str) -> float | None
     return FITTED_THRESHOLDS.get((model_name, prompt, wording))
 
 
-def fit_threshold(confidences: Sequence[float], correct: Sequence[bool], unanswerable: Sequence[bool]) -> float:
+def fit_threshold(
+    confidences: Sequence[float], correct: Sequence[bool], unanswerable: Sequence[bool],
+    max_answerable_drop: float | None = None,
+) -> float:
     """The refusal threshold that makes the most final answers right on labelled questions.
 
     Below the threshold the reader refuses: right on a question the memories cannot answer, wrong on
-    one they can. At or above it the answer stands as judged. Ties go to the lowest threshold (refuse
-    least); 0.0 means never refuse on confidence."""
+    one they can. At or above it the answer stands as judged. ``max_answerable_drop``: only thresholds
+    that cost the answerable questions at most this much accuracy (a reader that is rarely right would
+    otherwise be told to refuse nearly everything). Ties go to the lowest threshold (refuse least);
+    0.0 means never refuse on confidence."""
     if not len(confidences) == len(correct) == len(unanswerable):
         raise ValueError("confidences, correct and unanswerable must have one entry per question")
-    candidates = [0.0, *sorted(set(confidences))]
+    answerable = max(1, sum(not u for u in unanswerable))
 
     def right(threshold: float) -> int:
-        return sum(
-            (abstain if c < threshold else ok)
-            for c, ok, abstain in zip(confidences, correct, unanswerable, strict=True)
-        )
+        return sum((abstain if c < threshold else ok) for c, ok, abstain in zip(confidences, correct, unanswerable))
 
+    def lost(threshold: float) -> float:  # answerable questions answered right, then refused
+        return sum(c < threshold and ok and not u for c, ok, u in zip(confidences, correct, unanswerable)) / answerable
+
+    candidates = [0.0, *sorted(set(confidences))]
+    if max_answerable_drop is not None:
+        candidates = [t for t in candidates if lost(t) <= max_answerable_drop + 1e-12]
     return max(candidates, key=lambda t: (right(t), -t))

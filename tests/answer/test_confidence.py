@@ -94,6 +94,12 @@ def test_fit_threshold_maximises_right_final_answers() -> None:
     unanswerable = [True, False, False, False, True]
     assert fit_threshold(confidences, correct, unanswerable) == 0.5
     assert fit_threshold([0.2, 0.8], [True, True], [False, False]) == 0.0  # nothing to gain: never refuse
+    # refusing everything below 0.9 gets all three unanswerable questions right at the cost of half the
+    # answerable ones; allowed to cost 3 points at most, the threshold stops below the right answer at 0.32
+    confidences, correct = [0.3, 0.34, 0.35, 0.32, 0.9], [False, False, False, True, True]
+    unanswerable = [True, True, True, False, False]
+    assert fit_threshold(confidences, correct, unanswerable) == 0.9
+    assert fit_threshold(confidences, correct, unanswerable, max_answerable_drop=0.03) == 0.32
     with pytest.raises(ValueError, match="one entry per question"):
         fit_threshold([0.2], [True, False], [False])
 
