@@ -66,9 +66,12 @@ def combined_confidence(prediction: float, sure: float) -> float:
     return 0.5 * prediction + 0.5 * sure
 
 
-# Refusal thresholds fitted on LoCoMo's training conversations (conv-26/30/41) with memagent's retrieval,
-# by (reader, prompt, sure-probe wording): evals/results/refusal_locomo. Other setups refuse only in words.
-FITTED_THRESHOLDS: dict[tuple[str, str, str], float] = {}
+# Refusal thresholds fitted on LoCoMo's training conversations (conv-26/30/41, 181 questions) with memagent's
+# retrieval, by (reader, prompt, sure-probe wording), for the most right answers among thresholds that cost
+# answerable questions at most 3 points (evals/results/README.md, "Refusal"). Other setups refuse in words only.
+FITTED_THRESHOLDS: dict[tuple[str, str, str], float] = {
+    ("qwen2.5-coder-0.5b-instruct", "direct-first", "memories"): 0.799494,  # thresholds.json there
+}
 
 
 def fitted_threshold(model_name: str, prompt: str, wording: str) -> float | None:
