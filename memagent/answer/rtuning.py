@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import resource
 import sys
 import time
@@ -159,7 +160,7 @@ def tune_reader(
                     report.steps += 1
                     pending = []
         out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(out))
+        model.save_pretrained(str(out), save_embedding_layers=False)  # LoRA layers only; no vocab check
     finally:
         model.eval()
         llm.model = model.unload()  # the reader is left as it was given: the adapter lives only in `out`
@@ -210,3 +211,53 @@ def with_adapter(llm: LocalLLM, spec: str) -> LocalLLM:
     llm.name = f"{llm.name}+{folder.name}"
     return llm
 
+
+
+# peft's module names -> llama.cpp's tensor names (per layer)
+_GGUF_TENSORS = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+                 "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
+_LORA_NAME = re.compile(r"layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$")
+
+
+def gguf_adapter(spec: str, base_name: str, metadata: dict[str, str]) -> Path:
+    """The adapter ``spec`` as a llama.cpp LoRA file (``adapter.gguf`` in its folder, written once),
+    for the base GGUF whose metadata is given; refused when trained on another base model."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    folder = adapter_path(spec)
+    trained = json.loads((folder / TRAINING_FILE).read_text(encoding="utf-8"))
+    if trained.get("base_model") != base_name:
+        raise LLMError(f"adapter: {spec!r} was trained on {trained.get('base_model')!r}, not {base_name!r}")
+    out = folder / "adapter.gguf"
+    if out.is_file() and out.stat().st_mtime >= (folder / "adapter_model.safetensors").stat().st_mtime:
+        return out
+    arch = metadata["general.architecture"]
+    heads = int(metadata[f"{arch}.attention.head_count"])
+    kv_heads = int(metadata.get(f"{arch}.attention.head_count_kv", heads))
+    alpha = float(json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["lora_alpha"])
+    writer = gguf.GGUFWriter(str(out), arch)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    for name, weights in sorted(load_file(str(folder / "adapter_model.safetensors")).items()):
+        found = _LORA_NAME.search(name)
+        if found is None or found[2] not in _GGUF_TENSORS:
+            raise LLMError(f"adapter: {spec!r} holds {name!r}, which llama.cpp adapters do not take")
+        layer, module, part = found.groups()
+        if arch == "llama" and part == "B" and module in ("q_proj", "k_proj"):
+            # llama.cpp's llama files store q and k rows in the order its rotary embedding reads
+            weights = _rope_order(weights, heads if module == "q_proj" else kv_heads)
+        writer.add_tensor(f"blk.{layer}.{_GGUF_TENSORS[module]}.weight.lora_{part.lower()}",
+                          np.ascontiguousarray(weights, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+def _rope_order(rows: Any, heads: int) -> Any:
+    """Rows of a q or k projection in the order llama.cpp's llama architecture stores them."""
+    return rows.reshape(heads, 2, rows.shape[0] // heads // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)

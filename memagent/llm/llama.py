@@ -54,7 +54,9 @@ class LlamaCppLLM(LLM):
         n_ctx: int = DEFAULT_CONTEXT,
         n_threads: int | None = None,
         seed: int = 0,
+        adapter: str | None = None,
     ) -> None:
+        """``adapter``: a LoRA adapter of ``memagent.answer.rtuning`` (name or folder), applied by llama.cpp."""
         require("llama", "llama_cpp")
         from llama_cpp import Llama
 
@@ -62,13 +64,22 @@ class LlamaCppLLM(LLM):
         if not path.is_file():
             raise LLMError(f"model {str(path)!r}: no such GGUF file")
         threads = n_threads or os.cpu_count() or 1
+        self.name = name or path.stem
+        lora = None
+        if adapter is not None:
+            from memagent.answer.rtuning import gguf_adapter
+
+            header = Llama(str(path), vocab_only=True, verbose=False).metadata  # the file's metadata only
+            lora = str(gguf_adapter(adapter, self.name, header))
         try:
             self.llama = Llama(
-                str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False
+                str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,
+                lora_path=lora,
             )
         except Exception as exc:  # ValueError from llama-cpp-python when the file does not load
             raise LLMError(f"model {str(path)!r}: llama.cpp could not load it: {type(exc).__name__}: {exc}") from exc
-        self.name = name or path.stem
+        if adapter is not None:
+            self.name = f"{self.name}+{Path(lora or '').parent.name}"
         self.context_window = self.llama.n_ctx()
         self.n_vocab = self.llama.n_vocab()
         self._rng = np.random.default_rng(seed)

@@ -30,18 +30,11 @@ def llama_cpp_installed() -> bool:
 
 def load_llm(spec: str, /, *, backend: Backend = "auto", adapter: str | None = None, **options: Any) -> LLM:
     """Load the model ``spec`` names; ``options`` go to the backend that runs it. ``adapter``: a LoRA
-    adapter (``memagent.answer.rtuning``) merged into it, on the transformers backend."""
-    if adapter is not None:
-        if spec.startswith(("http://", "https://")) or backend == "llama.cpp":
-            raise LLMError(f"adapter: {adapter!r} needs an in-process model on the transformers backend, "
-                           f"not {spec!r} on {backend}")
-        from memagent.answer.rtuning import with_adapter
-        from memagent.llm.local import LocalLLM
-
-        base = load_llm(spec, backend="transformers", **options)
-        assert isinstance(base, LocalLLM)
-        return with_adapter(base, adapter)
+    adapter (``memagent.answer.rtuning``) applied to it (llama.cpp reads it as a GGUF adapter written
+    on first use; transformers merges it into the weights)."""
     if spec.startswith(("http://", "https://")):
+        if adapter is not None:
+            raise LLMError(f"adapter: {adapter!r} needs an in-process model, not the server {spec!r}")
         return _load_remote(spec, options)
     if backend not in BACKENDS:
         raise LLMError(f"backend: {backend!r} is not one of {list(BACKENDS)}")
@@ -52,13 +45,19 @@ def load_llm(spec: str, /, *, backend: Backend = "auto", adapter: str | None = N
         from memagent.llm.llama import LlamaCppLLM
 
         assert source.gguf_path is not None
-        return LlamaCppLLM(source.gguf_path, name=source.name, **options)
+        return LlamaCppLLM(source.gguf_path, name=source.name, adapter=adapter, **options)
     _check_options(options, TRANSFORMERS_OPTIONS, spec, "transformers")
     from memagent.llm.local import LocalLLM  # torch and transformers load only for local models
 
     if source.packaged:
-        return LocalLLM.from_pretrained(transformers_folder(source.name), name=source.name, **options)
-    return LocalLLM.from_pretrained(source.path_or_id, name=source.name, gguf_file=source.gguf_file, **options)
+        llm = LocalLLM.from_pretrained(transformers_folder(source.name), name=source.name, **options)
+    else:
+        llm = LocalLLM.from_pretrained(source.path_or_id, name=source.name, gguf_file=source.gguf_file, **options)
+    if adapter is None:
+        return llm
+    from memagent.answer.rtuning import with_adapter
+
+    return with_adapter(llm, adapter)
 
 
 def _runs_on_llama_cpp(source: ModelSource, backend: Backend, spec: str) -> bool:

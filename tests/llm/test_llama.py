@@ -130,3 +130,25 @@ def test_the_sure_probe_matches_transformers(llama: LlamaCppLLM, reference: Loca
     for messages in (HELLO, OTHER):
         got, want = sure_confidence(llama, messages, "Bristol"), sure_confidence(reference, messages, "Bristol")
         assert got == pytest.approx(want, abs=TOLERANCE) and got != pytest.approx(0.5, abs=1e-3)
+
+
+def test_a_lora_adapter_runs_on_llama_cpp_as_the_merged_model_does_on_transformers(
+    gguf: Path, tmp_path: Path, llama: LlamaCppLLM
+) -> None:
+    pytest.importorskip("peft", reason="the train extra is not installed")
+    from memagent.answer.rtuning import TuningConfig, TuningExample, tune_reader, with_adapter
+
+    def base() -> LocalLLM:
+        return LocalLLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+
+    every = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # each name maps
+    config = TuningConfig(rank=4, learning_rate=2e-2, epochs=2, accumulate=2, target_modules=every)
+    tune_reader(base(), [TuningExample(list(HELLO), "Hi! How can I help?", sure=True)] * 4, tmp_path / "a", config)
+    merged = with_adapter(base(), str(tmp_path / "a"))
+    tuned = LlamaCppLLM(gguf, n_ctx=512, adapter=str(tmp_path / "a"))
+    assert tuned.name == "tiny+a" and (tmp_path / "a" / "adapter.gguf").is_file()
+    for messages, continuation in ((HELLO, "Hi! How can I help?"), (OTHER, "It is noon.")):
+        want = merged.continuation_logprobs(messages, continuation)
+        assert tuned.continuation_logprobs(messages, continuation) == pytest.approx(want, abs=TOLERANCE)
+        # q and k rows are reordered for llama.cpp's rotary layout: wrong order would not match above
+        assert llama.continuation_logprobs(messages, continuation) != pytest.approx(want, abs=TOLERANCE)
