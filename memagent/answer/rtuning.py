@@ -197,16 +197,22 @@ def adapter_path(spec: str) -> Path:
     return folder
 
 
+def adapter_for(spec: str, base_name: str) -> Path:
+    """The adapter's folder; refused when it was trained on another base model than ``base_name``."""
+    folder = adapter_path(spec)
+    trained = json.loads((folder / TRAINING_FILE).read_text(encoding="utf-8"))
+    if trained.get("base_model") != base_name:
+        raise LLMError(f"adapter: {spec!r} was trained on {trained.get('base_model')!r}, not {base_name!r}")
+    return folder
+
+
 def with_adapter(llm: LocalLLM, spec: str) -> LocalLLM:
     """``llm`` with the adapter merged into its weights (as fast as the base model at inference);
     refused when the adapter was trained on another base model."""
     require("train", "peft")
     from peft import PeftModel
 
-    folder = adapter_path(spec)
-    trained = json.loads((folder / TRAINING_FILE).read_text(encoding="utf-8"))
-    if trained.get("base_model") != llm.name:
-        raise LLMError(f"adapter: {spec!r} was trained on {trained.get('base_model')!r}, not {llm.name!r}")
+    folder = adapter_for(spec, llm.name)
     llm.model = PeftModel.from_pretrained(llm.model, str(folder)).merge_and_unload().eval()
     llm.name = f"{llm.name}+{folder.name}"
     return llm
@@ -226,10 +232,7 @@ def gguf_adapter(spec: str, base_name: str, metadata: dict[str, str]) -> Path:
     import numpy as np
     from safetensors.numpy import load_file
 
-    folder = adapter_path(spec)
-    trained = json.loads((folder / TRAINING_FILE).read_text(encoding="utf-8"))
-    if trained.get("base_model") != base_name:
-        raise LLMError(f"adapter: {spec!r} was trained on {trained.get('base_model')!r}, not {base_name!r}")
+    folder = adapter_for(spec, base_name)
     out = folder / "adapter.gguf"
     if out.is_file() and out.stat().st_mtime >= (folder / "adapter_model.safetensors").stat().st_mtime:
         return out

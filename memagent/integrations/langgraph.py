@@ -406,25 +406,17 @@ def _item_namespace(record: MemoryRecord) -> tuple[str, ...]:
     return tuple(json.loads(str(record.metadata[NAMESPACE])))
 
 
+def _item_fields(record: MemoryRecord) -> dict[str, Any]:
+    return {"namespace": _item_namespace(record), "key": str(record.metadata[KEY]), "value": _value(record),
+            "created_at": record.timestamp, "updated_at": record.recorded_at}
+
+
 def _item(record: MemoryRecord) -> Item:
-    return Item(
-        namespace=_item_namespace(record),
-        key=str(record.metadata[KEY]),
-        value=_value(record),
-        created_at=record.timestamp,
-        updated_at=record.recorded_at,
-    )
+    return Item(**_item_fields(record))
 
 
 def _search_item(record: MemoryRecord, score: float | None = None) -> SearchItem:
-    return SearchItem(
-        namespace=_item_namespace(record),
-        key=str(record.metadata[KEY]),
-        value=_value(record),
-        created_at=record.timestamp,
-        updated_at=record.recorded_at,
-        score=score,
-    )
+    return SearchItem(**_item_fields(record), score=score)
 
 
 def _holds(actual: Any, wanted: Any) -> bool:
