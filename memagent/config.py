@@ -142,6 +142,17 @@ class ReaderConfig(BaseModel):
     )
 
 
+class SalienceConfig(BaseModel):
+    """How ``Memory.compact`` judges what to keep (SirLLM's entropy decay for stored records)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(default="smollm2-135m-instruct", description="the LM whose token surprisal scores records")
+    decay: float = Field(default=1.0, gt=0.0, le=1.0,
+                         description="salience is multiplied by this once per later session of the user")
+    max_chars: int = Field(default=2000, gt=0, description="each record's text is cut to this length when scored")
+
+
 class MemoryConfig(BaseSettings):
     """Everything a ``Memory`` needs to know. All fields can be set by ``MEMAGENT_`` variables."""
 
@@ -152,6 +163,7 @@ class MemoryConfig(BaseSettings):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
     expansion: ExpansionConfig = Field(default_factory=ExpansionConfig)
+    salience: SalienceConfig = Field(default_factory=SalienceConfig)
     granularity: Literal["round", "session"] = Field(
         default="round", description="value unit (LongMemEval §5): one user turn + reply, or a whole session"
     )

@@ -28,6 +28,7 @@ from memagent._time import parse_timestamp, utc_now
 from memagent.answer.confidence import fitted_threshold
 from memagent.answer.reader import NOTHING_REMEMBERED, Passage, prompt_for, read
 from memagent.config import MemoryConfig, default_store_path
+from memagent.decay.salience import Order, SalienceScorer, decayed, keep_count, to_forget
 from memagent.embedding import CachedEmbedder, Embedder, embedder_from_config
 from memagent.errors import InputError, RecordNotFound
 from memagent.index.decompose import split_rounds
@@ -94,6 +95,7 @@ class Memory:
         self._model_locks: weakref.WeakKeyDictionary[LLM, threading.Lock] = weakref.WeakKeyDictionary()
         self._llm = None if llm is None else self._locked(llm)
         self._expander = expander
+        self._salience: CachedExpander | None = None  # loads on the first compaction by salience
         lexical = LexicalIndexes(self.store.keys, self.store.version)
         self.writer = RecordWriter(self.store, self.embedder, lexical, self._get_expander,
                                    granularity=config.granularity, key=config.key)
@@ -301,6 +303,41 @@ class Memory:
             self.store.delete(scope.user_id, ids)
             self.store.forget_history(scope.user_id, None if scope == Scope(user_id=scope.user_id) else ids)
         return len(ids)
+
+    def compact(self, *, user_id: str, keep: int | float, by: Order = "salience") -> list[MemoryRecord]:
+        """Forget the user's records beyond ``keep`` (a count, or a fraction below 1 of what is stored):
+        the least salient (``config.salience``: token surprisal under a small LM, decayed by session
+        age), the oldest (``by="recency"``), or at random. Each forgotten record goes to history."""
+        scope = validate_scope(user_id)
+        if by not in ("salience", "recency", "random"):
+            raise InputError("by", f"must be 'salience', 'recency' or 'random', got {by!r}")
+        with self._lock:
+            records = self.store.find(scope.user_id, where_clause(scope))
+            try:
+                count = keep_count(len(records), keep)
+            except ValueError as exc:
+                raise InputError("keep", str(exc).removeprefix("keep: ")) from exc
+            scores = self.salience(records) if by == "salience" else None
+            forgotten = to_forget(records, count, by, scores)
+            if forgotten:
+                self.store.delete(scope.user_id, [r.id for r in forgotten])
+                now = utc_now()
+                self.store.log([HistoryEntry(record_id=r.id, event="forget", previous=r, changed_at=now)
+                                for r in forgotten])
+        return forgotten
+
+    def salience(self, records: Sequence[MemoryRecord]) -> list[float]:
+        """The records' salience: mean token surprisal of each value (cached by content), decayed by
+        the age of its session among ``records``."""
+        options = self.config.salience
+        with self._loading:
+            if self._salience is None:
+                from memagent.llm.load import load_llm
+
+                llm = self._locked(load_llm(options.model, backend=self.config.reader.backend))
+                self._salience = CachedExpander(SalienceScorer(llm, options.max_chars), self._expansion_cache)
+        raw = [float(s) for s in self._salience.expand([r.value for r in records])]
+        return decayed(records, raw, options.decay)
 
     # -- move --------------------------------------------------------------------------------
     def export(

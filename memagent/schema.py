@@ -86,12 +86,12 @@ class Answer(BaseModel):
 
 
 class HistoryEntry(BaseModel):
-    """What a record was before an update or delete."""
+    """What a record was before an update, a delete, or compaction forgot it (``forget``)."""
 
     model_config = ConfigDict(frozen=True)
 
     record_id: str
-    event: Literal["update", "delete"]
+    event: Literal["update", "delete", "forget"]
     previous: MemoryRecord
     changed_at: datetime
 

@@ -30,6 +30,7 @@ from memagent.answer.rtuning import (
     TuningConfig,
     TuningExample,
     adapters_dir,
+    balanced,
     refusal_aware_example,
     tune_reader,
 )
@@ -86,22 +87,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=TuningConfig.learning_rate)
     parser.add_argument("--max-tokens", type=int, default=TuningConfig.max_tokens)
     parser.add_argument("--limit", type=int, default=None, help="only the first N examples (a quick check)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="CONVERSATION",
+                        help="learn only from these conversations' questions (others can then fit the threshold)")
+    parser.add_argument("--balance", type=float, default=None, metavar="RATIO",
+                        help="keep at most RATIO unsure examples per sure one (memagent.answer.rtuning.balanced)")
     args = parser.parse_args(argv)
 
     from ..cli import load_benchmark
 
     setup, rows = judged_rows(args.run)
+    if args.only:
+        rows = [r for r in rows if r["question_id"].split("_q")[0] in args.only]
     items, _split = load_benchmark("locomo", args.data)
     reader = load_llm(setup["reader"], backend="transformers")  # trained in torch; also counts the budget
     assert isinstance(reader, LocalLLM)
-    examples = build_examples(items, rows, setup, reader, args.cache, args.variant)[: args.limit]
+    examples = build_examples(items, rows, setup, reader, args.cache, args.variant)
+    if args.balance is not None:
+        examples = balanced(examples, args.balance)
+    examples = examples[: args.limit]
     data_file = Path("evals/cache/rtuning") / f"{args.name}.jsonl"
     data_file.parent.mkdir(parents=True, exist_ok=True)
     data_file.write_text("".join(json.dumps(e.__dict__) + "\n" for e in examples), encoding="utf-8")
     config = TuningConfig(rank=args.rank, learning_rate=args.lr, epochs=args.epochs, max_tokens=args.max_tokens,
                           wording=args.wording)
     data = {"file": str(data_file), "sha256": sha256_file(data_file), "run": str(args.run), "run_setup": setup,
-            "benchmark": args.data.name, "variant": args.variant, "questions": len(examples)}
+            "benchmark": args.data.name, "variant": args.variant, "questions": len(examples),
+            "conversations": args.only, "balance": args.balance,
+            "sure": sum(e.sure is True for e in examples), "unsure": sum(e.sure is False for e in examples)}
     out = adapters_dir() / args.name
     report = tune_reader(reader, examples, out, config, data=data,
                          progress=lambda batch: tqdm(batch, desc="tune", unit="example"))

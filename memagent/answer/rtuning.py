@@ -65,6 +65,20 @@ def refusal_aware_example(
     raise ValueError(f"variant: {variant!r} is not 'unsure' or 'refuse'")
 
 
+def balanced(examples: Sequence[TuningExample], ratio: float, seed: int = 0) -> list[TuningExample]:
+    """At most ``ratio`` times as many "unsure" examples as "sure" ones, the unsure kept at random.
+
+    A weak reader is right on few questions, so R-Tuning's data is then mostly "unsure", and a reader
+    tuned on it learns to say "unsure" to everything. Balancing keeps the labels informative. The
+    order of what is kept is unchanged; examples without a sure question are all kept."""
+    if ratio <= 0:
+        raise ValueError(f"ratio: must be positive, not {ratio}")
+    unsure = [n for n, e in enumerate(examples) if e.sure is False]
+    keep = int(ratio * sum(e.sure is True for e in examples))
+    dropped = set(random.Random(seed).sample(unsure, len(unsure) - keep)) if len(unsure) > keep else set()
+    return [e for n, e in enumerate(examples) if n not in dropped]
+
+
 def example_chat(example: TuningExample, wording: str = "memories") -> list[dict[str, str]]:
     """The whole chat the reader learns: its prompt, the answer, and the sure question and reply."""
     chat = [*example.messages, {"role": "assistant", "content": example.answer}]

@@ -15,6 +15,7 @@ from memagent.answer.rtuning import (
     TuningConfig,
     TuningExample,
     adapter_path,
+    balanced,
     example_chat,
     refusal_aware_example,
     training_tokens,
@@ -45,6 +46,19 @@ def test_refusal_aware_labels(correct: bool, unanswerable: bool, variant: str, a
     assert example.messages == CHAT and example.messages is not CHAT
     with pytest.raises(ValueError, match="variant: 'guess'"):
         refusal_aware_example(CHAT, "Bristol", True, False, "guess")  # type: ignore[arg-type]
+
+
+def test_balancing_keeps_every_sure_example_and_at_most_ratio_unsure_in_order() -> None:
+    examples = [TuningExample(CHAT, f"a{n}", sure=n % 5 == 0) for n in range(20)]  # 4 sure, 16 unsure
+    examples.append(TuningExample(CHAT, "refused", sure=None))
+    kept = balanced(examples, 1.5)
+    assert [e for e in kept if e.sure] == [e for e in examples if e.sure]
+    assert sum(e.sure is False for e in kept) == 6 and kept[-1].sure is None
+    assert [examples.index(e) for e in kept] == sorted(examples.index(e) for e in kept)
+    assert balanced(examples, 1.5) == kept  # seeded: the same data every run
+    assert len(balanced(examples, 10)) == len(examples)  # fewer unsure than allowed: all kept
+    with pytest.raises(ValueError, match="ratio"):
+        balanced(examples, 0)
 
 
 def test_only_the_assistant_turns_are_learnt() -> None:

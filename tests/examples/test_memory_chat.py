@@ -60,6 +60,21 @@ def test_a_statement_is_noted_and_stored_in_its_session(make_memory) -> None:
     assert llm.calls == []  # noting needs no model
 
 
+def test_with_a_live_session_a_statement_gets_its_reply_and_both_are_stored(make_memory) -> None:
+    from memagent.decay.chat import StreamingChat
+    from memagent.decay.streaming import CachePolicy
+    from tests.llm.tiny import tiny_model, tiny_tokenizer
+
+    memory = make_memory(llm=StreamingLLM(reader_reply))
+    live = StreamingChat(tiny_model().eval(), tiny_tokenizer(), CachePolicy("sirllm", budget=200), max_new_tokens=6)
+    events = list(reply(memory, FACT, user_id="ana", session_id="s1", live=live))
+    text = events[-1].text
+    assert live.turn_count == 1 and live.cached_tokens > len(FACT)  # the statement went through the live session
+    assert events == [Delta("answer", text), Done(text, None)]
+    [record] = memory.get_all(user_id="ana")
+    assert record.value == f"user: {FACT}\nassistant: {text}"
+
+
 def test_a_question_streams_notes_and_answer_and_cites_the_memory(make_memory) -> None:
     memory = make_memory(llm=StreamingLLM(reader_reply))
     list(reply(memory, FACT, user_id="ana", session_id="s1"))

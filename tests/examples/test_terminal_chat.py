@@ -81,6 +81,21 @@ def test_forget_without_a_unique_match_deletes_nothing(chat: TerminalChat) -> No
     assert len(chat.memory.get_all(user_id="ana")) == 17
 
 
+def test_compact_keeps_the_most_salient_memories_and_says_what_it_forgot(chat: TerminalChat, tmp_path) -> None:
+    from memagent.decay.salience import SalienceScorer
+    from memagent.index.keys import CachedExpander
+    from memagent.llm.scripted import ScriptedLLM
+
+    chat.memory._salience = CachedExpander(SalienceScorer(ScriptedLLM("")), tmp_path / "salience.sqlite")
+    said(chat, "My greyhound Pixel races at Wimbledon stadium")  # long words: salient to the scripted LM
+    said(chat, "ok")
+    shown = said(chat, "/compact 1")
+    assert "Forgot 1 memories; 1 kept." in shown and "forgot" in shown and "  ok" in shown
+    [kept] = chat.memory.get_all(user_id="ana")
+    assert "Pixel" in kept.value
+    assert "Usage: /compact" in said(chat, "/compact some")
+
+
 def test_user_switches_whose_memories_are_used(chat: TerminalChat) -> None:
     said(chat, FACT)
     session = chat.session_id
