@@ -87,6 +87,10 @@ class RetrievalConfig(BaseModel):
     )
     time_llm: bool = Field(default=False, description="ask the reader model when the rules cannot tell the range")
     time_window_days: float = Field(default=2.0, ge=0.0, description="how far the range is widened each side")
+    salience_weight: float = Field(
+        default=0.0, ge=0.0,
+        description="above 0: the found records ranked by salience (config.salience) are fused in at this weight",
+    )
 
 
 class ExpansionConfig(BaseModel):

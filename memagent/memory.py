@@ -100,7 +100,8 @@ class Memory:
         self.writer = RecordWriter(self.store, self.embedder, lexical, self._get_expander,
                                    granularity=config.granularity, key=config.key)
         self.retriever = HybridRetriever(self.store, self.embedder, lexical, config.retrieval,
-                                         granularity=config.granularity, time_llm=lambda: self.llm)
+                                         granularity=config.granularity, time_llm=lambda: self.llm,
+                                         salience=self.salience)
 
     # -- models ------------------------------------------------------------------------------
     @property

@@ -39,6 +39,8 @@ RETRIEVERS: dict[str, dict[str, Any]] = {
     "dense-session-kv": _baseline("session", "value", "dense"),
     "dense-round": _baseline("round", "value", "dense"),
     "memagent": {},
+    # SirLLM's salience as a prior (issue 15): the found records ranked by salience, fused at half weight
+    "memagent+salience": {"retrieval": {"salience_weight": 0.5}},
 }
 
 

@@ -6,12 +6,15 @@ Which rankings run is ``RetrievalConfig.retrievers``:
 - ``session``: session context for rounds (LongMemEval §5): BM25 over whole sessions, and each
   round ranking also votes for sessions by its best round; every round takes its session's votes,
   its own ranks weighted by ``round_weight`` (context a single round lacks).
-Then, with ``time_aware``, records dated in the range the question names move to the front.
+With ``salience_weight`` above 0, the records ranked are also ranked by their salience (SirLLM's
+token surprisal, decayed by session age: ``memagent.decay.salience``) and that ranking is fused too,
+at that weight: a prior for what was worth remembering. Then, with ``time_aware``, records dated in
+the range the question names move to the front.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -23,7 +26,7 @@ from memagent.retrieve.dense import dense_ranking
 from memagent.retrieve.fuse import reciprocal_rank_fusion
 from memagent.retrieve.lexical import BM25Index, LexicalIndexes, session_ranks, sessions_of_ranking
 from memagent.retrieve.temporal import TimeRange, read_time
-from memagent.schema import Hit, Scope, SearchFilters
+from memagent.schema import Hit, MemoryRecord, Scope, SearchFilters
 from memagent.store.chroma import ChromaStore, where_clause
 
 
@@ -40,15 +43,19 @@ class HybridRetriever:
         *,
         granularity: Literal["round", "session"] = "round",
         time_llm: Callable[[], LLM] | None = None,
+        salience: Callable[[Sequence[MemoryRecord]], list[float]] | None = None,
     ) -> None:
         self.store, self.embedder, self.lexical, self.config = store, embedder, lexical, config
-        self.granularity, self.time_llm = granularity, time_llm
+        self.granularity, self.time_llm, self.salience = granularity, time_llm, salience
 
     def search(self, query: str, scope: Scope, filters: SearchFilters, k: int, asked: datetime | None) -> list[Hit]:
         """The ``k`` best hits; ``filters`` already end at ``asked`` (the question date) when one is given."""
         # the user's BM25 index, fetched once: each fetch reads the store's version token
         index = self.lexical.for_user(scope.user_id) if {"lexical", "session"} & set(self.config.retrievers) else None
         rankings, weights = self.rankings(query, scope, filters, max(self.config.candidates, k), index)
+        if self.config.salience_weight > 0 and self.salience is not None and rankings:
+            rankings["salience"] = self._by_salience(rankings, scope)
+            weights = {**weights, "salience": self.config.salience_weight}  # unnamed rankings weigh 1
         window = self.time_window(query, asked or utc_now()) if self.config.time_aware else None
         # records dated inside the range the question names go first; none are dropped
         first = None if window is None else self._inside(rankings, scope, window, {} if index is None else index.times)
@@ -91,6 +98,13 @@ class HybridRetriever:
         llm = self.time_llm() if self.config.time_llm and self.time_llm is not None else None
         reading = read_time(query, asked, llm)
         return None if reading.range is None else reading.range.widened(self.config.time_window_days)
+
+    def _by_salience(self, rankings: dict[str, list[str] | dict[str, int]], scope: Scope) -> list[str]:
+        """The records the other rankings found, most salient first (ages among these records)."""
+        assert self.salience is not None
+        records = self.store.get(scope.user_id, list(dict.fromkeys(i for r in rankings.values() for i in r)))
+        scores = self.salience(records)
+        return [r.id for _s, r in sorted(zip(scores, records, strict=True), key=lambda p: -p[0])]
 
     def _inside(
         self, rankings: dict[str, list[str] | dict[str, int]], scope: Scope, window: TimeRange,

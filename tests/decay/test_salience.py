@@ -97,3 +97,16 @@ def test_compact_by_recency_and_bad_input(memory) -> None:
             memory.compact(user_id="ana", **bad)
         assert caught.value.field == field
     assert len(memory.get_all(user_id="ana")) == 2  # a refused compaction changed nothing
+
+
+def test_a_salience_prior_in_ranking_lifts_salient_records_only_when_weighted(make_memory, tmp_path) -> None:
+    plain, weighted = make_memory(tmp_path / "a"), make_memory(tmp_path / "b", retrieval={"salience_weight": 10.0})
+    for memory in (plain, weighted):
+        salience_by_word_length(memory, tmp_path)
+        memory.add(exchange("we talked about the weather today"), user_id="ana", session_id="s1",
+                   timestamp="2024-05-01T10:00:00")
+        memory.add(exchange("weather: extraordinarily unseasonable thunderstorms"), user_id="ana", session_id="s2",
+                   timestamp="2024-05-01T11:00:00")
+    assert "talked" in plain.search("we talked about the weather", user_id="ana", k=2)[0].record.value
+    hits = weighted.search("we talked about the weather", user_id="ana", k=2)
+    assert "thunderstorms" in hits[0].record.value and "salience" in hits[0].why
