@@ -66,11 +66,15 @@ def combined_confidence(prediction: float, sure: float) -> float:
     return 0.5 * prediction + 0.5 * sure
 
 
-# Refusal thresholds fitted on LoCoMo's training conversations (conv-26/30/41, 181 questions) with memagent's
-# retrieval, by (reader, prompt, sure-probe wording), for the most right answers among thresholds that cost
-# answerable questions at most 3 points (evals/results/README.md, "Refusal"). Other setups refuse in words only.
+# Refusal thresholds on c fitted on LoCoMo's training conversations with memagent's retrieval, by (reader,
+# prompt, sure-probe wording), for the most right answers among thresholds that cost answerable questions at
+# most 3 points (evals/results/README.md, "Refusal"). Other setups refuse in words only.
 FITTED_THRESHOLDS: dict[tuple[str, str, str], float] = {
-    ("qwen2.5-coder-0.5b-instruct", "direct-first", "memories"): 0.799494,  # thresholds.json there
+    # untuned: conv-26/30/41, 181 questions (refusal_locomo_train_qwen0.5b/thresholds.json)
+    ("qwen2.5-coder-0.5b-instruct", "direct-first", "memories"): 0.799494,
+    # R-Tuned on conv-26/30 (adapter rtuning-qwen0.5b-locomo-v2), fitted on conv-41, which it was not tuned on
+    # (refusal_locomo_fit41_qwen0.5b_rtuning2/thresholds.json)
+    ("qwen2.5-coder-0.5b-instruct+rtuning-qwen0.5b-locomo-v2", "direct-first", "memories"): 0.575056,
 }
 
 
