@@ -152,6 +152,9 @@ class SalienceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(default="smollm2-135m-instruct", description="the LM whose token surprisal scores records")
+    measure: Literal["total", "mean"] = Field(
+        default="total", description="a record's surprisal summed over its tokens (its information), or their mean",
+    )
     decay: float = Field(default=1.0, gt=0.0, le=1.0,
                          description="salience is multiplied by this once per later session of the user")
     max_chars: int = Field(default=2000, gt=0, description="each record's text is cut to this length when scored")

@@ -63,7 +63,8 @@ When = datetime | str | float | None
 class Memory:
     """Long-term memory for one or many users, in an embedded Chroma folder or a Chroma server.
 
-    Stages can be passed in (``embedder``, ``llm`` for reading, ``expander`` for keys); the rest
+    Stages can be passed in (``embedder``, ``llm`` for reading, ``expander`` for keys, ``salience_llm``
+    for compaction's salience); the rest
     follows ``config``. Models named by the config load on first use.
 
     >>> memory = Memory(path="./memagent_data")                       # doctest: +SKIP
@@ -81,6 +82,7 @@ class Memory:
         llm: LLM | None = None,
         expander: Expander | None = None,
         client: Any | None = None,
+        salience_llm: LLM | None = None,
     ) -> None:
         config = config if config is not None else MemoryConfig()
         if path is not None:
@@ -95,7 +97,8 @@ class Memory:
         self._model_locks: weakref.WeakKeyDictionary[LLM, threading.Lock] = weakref.WeakKeyDictionary()
         self._llm = None if llm is None else self._locked(llm)
         self._expander = expander
-        self._salience: CachedExpander | None = None  # loads on the first compaction by salience
+        self._salience_llm = None if salience_llm is None else self._locked(salience_llm)  # else loads when needed
+        self._salience: dict[tuple[str, int], CachedExpander] = {}  # scorers by (measure, max_chars)
         lexical = LexicalIndexes(self.store.keys, self.store.version)
         self.writer = RecordWriter(self.store, self.embedder, lexical, self._get_expander,
                                    granularity=config.granularity, key=config.key)
@@ -328,16 +331,20 @@ class Memory:
         return forgotten
 
     def salience(self, records: Sequence[MemoryRecord]) -> list[float]:
-        """The records' salience: mean token surprisal of each value (cached by content), decayed by
-        the age of its session among ``records``."""
+        """The records' salience: each value's token surprisal (``config.salience.measure``; cached by
+        content), decayed by the age of its session among ``records``."""
         options = self.config.salience
         with self._loading:
-            if self._salience is None:
+            if self._salience_llm is None:
                 from memagent.llm.load import load_llm
 
-                llm = self._locked(load_llm(options.model, backend=self.config.reader.backend))
-                self._salience = CachedExpander(SalienceScorer(llm, options.max_chars), self._expansion_cache)
-        raw = [float(s) for s in self._salience.expand([r.value for r in records])]
+                self._salience_llm = self._locked(load_llm(options.model, backend=self.config.reader.backend))
+            key = (options.measure, options.max_chars)
+            if key not in self._salience:
+                scorer = SalienceScorer(self._salience_llm, options.max_chars, options.measure)
+                self._salience[key] = CachedExpander(scorer, self._expansion_cache)
+            cached = self._salience[key]
+        raw = [float(s) for s in cached.expand([r.value for r in records])]
         return decayed(records, raw, options.decay)
 
     # -- move --------------------------------------------------------------------------------

@@ -40,14 +40,14 @@ def make_memory(tmp_path: Path, embedder: SentenceTransformerEmbedder):
     collection = f"test-{uuid.uuid4().hex}"
 
     def make(path: Path | None = None, *, llm: LLM | None = None, expander: Expander | None = None,
-             **settings: object) -> Memory:
+             salience_llm: LLM | None = None, **settings: object) -> Memory:
         if CHROMA_URL and path is None:
             store = {"url": CHROMA_URL, "collection": collection}
             cache = {"cache_path": tmp_path / "embedding_cache.sqlite"}  # else it would go to the user's data dir
             config = MemoryConfig(store=store, embedder=cache, **settings)
-            return Memory(config, embedder=embedder, llm=llm, expander=expander)
+            return Memory(config, embedder=embedder, llm=llm, expander=expander, salience_llm=salience_llm)
         return Memory(MemoryConfig(**settings), path=path or tmp_path / "store", embedder=embedder, llm=llm,
-                      expander=expander)
+                      expander=expander, salience_llm=salience_llm)
 
     return make
 

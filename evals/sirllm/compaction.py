@@ -5,7 +5,8 @@
 
 Each conversation is stored as memagent stores it (rounds, the library's default retrieval), copied
 to a user of its own per setting, and compacted there with ``Memory.compact``: by salience (token
-surprisal under SmolLM2-135M, and with a decay per session of age), by recency, at random. Scores
+surprisal under SmolLM2-135M, summed over a round's tokens or their mean, and with a decay per session
+of age), by recency, at random. Scores
 over the answerable questions (categories 1-4): the share of their evidence rounds still stored, and
 turn-level recall_all@5 and session recall_all@5 of a search on the compacted store.
 """
@@ -30,11 +31,12 @@ from ..longmemeval.metrics import gold, score_ranking
 from ..longmemeval.retrieval import RETRIEVERS, HaystackIndex, build_corpus, haystack_user, record_key
 from ..longmemeval.run import has_user_evidence
 
-SETTINGS = {  # label: (order, decay per session of age)
-    "salience": ("salience", 1.0),
-    "salience, decay 0.9": ("salience", 0.9),
-    "recency": ("recency", 1.0),
-    "random": ("random", 1.0),
+SETTINGS = {  # label: (order, surprisal measure, decay per session of age)
+    "salience": ("salience", "total", 1.0),
+    "salience, decay 0.9": ("salience", "total", 0.9),
+    "salience (mean)": ("salience", "mean", 1.0),
+    "recency": ("recency", "total", 1.0),
+    "random": ("random", "total", 1.0),
 }
 
 
@@ -45,7 +47,9 @@ def question_scores(index: HaystackIndex, item: Item, user: str, records: Sequen
         return corpus.indices_of_record.get(record_key(record, corpus), [])
 
     stored = {i for r in records for i in positions(r)}
-    hits = index.memory.search(item.question, user_id=user, k=len(corpus.ids))
+    # 50 deep (the retrievers' candidate depth): enough for recall@5 at turn level, and for the five
+    # distinct sessions the session-level recall@5 counts
+    hits = index.memory.search(item.question, user_id=user, k=50)
     ranking = list(dict.fromkeys(i for h in hits for i in positions(h.record)))
     ranking += [i for i in range(len(corpus.ids)) if i not in set(ranking)]  # unscored and forgotten: last
     evidence = [i for i, c in enumerate(corpus.ids) if c in gold(corpus.ids)]
@@ -63,13 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("evals/cache"))
     parser.add_argument("--keep", type=float, nargs="+", default=[0.5, 0.25], help="fractions of the rounds kept")
     parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--only", nargs="+", default=None, metavar="PREFIX", help="only these conversations")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
     from ..cli import load_benchmark
 
     items, _split = load_benchmark("locomo", args.data)
-    items = [i for i in items if not i.is_abstention and has_user_evidence(i)]
+    items = [i for i in items if not i.is_abstention and has_user_evidence(i)
+             and (not args.only or i.question_id.startswith(tuple(args.only)))]
     conversations: dict[str, list[Item]] = {}
     for item in items:
         conversations.setdefault(haystack_user(item), []).append(item)
@@ -90,8 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if label is not None:
                 memory.delete_all(user_id=target)  # a rerun starts from the full copy again
                 memory.import_(exported.getvalue().splitlines(), user_id=user, as_user=target)
-                order, decay = SETTINGS[label]
-                memory.config.salience.decay = decay  # the setting compact reads (an eval-only switch)
+                order, measure, decay = SETTINGS[label]
+                # the settings compact reads, switched between runs (eval only)
+                memory.config.salience.decay, memory.config.salience.measure = decay, measure  # type: ignore[assignment]
                 forgotten = memory.compact(user_id=target, keep=keep, by=order)  # type: ignore[arg-type]
                 forgotten_rounds.setdefault(name, []).append(len(forgotten))
             records = memory.get_all(user_id=target)

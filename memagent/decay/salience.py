@@ -1,9 +1,11 @@
 """Salience of stored memories: SirLLM's token surprisal and decay carried from the cache to the store.
 
 In a live chat SirLLM keeps the tokens a model finds surprising and lets old ones fade. For stored
-records the unit is a record instead of a token: a record's salience is the mean surprisal of its
-text under a small LM (SmolLM2-135M by default: one forward pass per record, cached by content),
-multiplied by ``decay`` once for every session the user has had since the record's. Compaction
+records the unit is a record instead of a token: a record's salience is the surprisal of its text
+under a small LM (SmolLM2-135M by default: one forward pass per record, cached by content), summed
+over its tokens (its information; ``measure="mean"``: per token), multiplied by ``decay`` once for
+every session the user has had since the record's. The mean favours short exclamations ("Wow!!"),
+whose few tokens are all unexpected; on LoCoMo it kept fewer evidence rounds than chance. Compaction
 forgets the least salient records under a budget.
 
 What carries over: surprisal marks content the model could not predict (names, numbers, plans)
@@ -26,21 +28,29 @@ from memagent.schema import MemoryRecord
 Order = Literal["salience", "recency", "random"]
 
 
-def mean_surprisal(pieces: Sequence[tuple[str, float]]) -> float:
-    """Mean −log p over a text's tokens, the first (predicted by nothing) left out; 0 for one token."""
+Measure = Literal["total", "mean"]
+
+
+def surprisal(pieces: Sequence[tuple[str, float]], measure: Measure = "total") -> float:
+    """A text's surprisal in nats: the sum of −log p over its tokens (its information), or their mean;
+    the first token (predicted by nothing) left out; 0 for one token."""
     scores = [-logprob for _piece, logprob in pieces[1:]]
-    return sum(scores) / len(scores) if scores else 0.0
+    if measure == "mean":
+        return sum(scores) / len(scores) if scores else 0.0
+    return sum(scores)
 
 
 class SalienceScorer(Expander):
-    """A text's mean token surprisal, written as text so that ``CachedExpander`` caches it by content."""
+    """A text's surprisal (``measure``), written as text so that ``CachedExpander`` caches it by content."""
 
-    def __init__(self, llm: LLM, max_chars: int = 2000) -> None:
-        self.llm, self.max_chars = llm, max_chars
-        self.name = f"salience:{llm.name}"
+    def __init__(self, llm: LLM, max_chars: int = 2000, measure: Measure = "total") -> None:
+        if measure not in ("total", "mean"):
+            raise ValueError(f"measure: {measure!r} is not 'total' or 'mean'")
+        self.llm, self.max_chars, self.measure = llm, max_chars, measure
+        self.name = f"salience-{measure}:{llm.name}"
 
     def expand(self, values: Sequence[str]) -> list[str]:
-        return [f"{mean_surprisal(self.llm.text_logprobs(v[: self.max_chars])):.6f}" for v in values]
+        return [f"{surprisal(self.llm.text_logprobs(v[: self.max_chars]), self.measure):.6f}" for v in values]
 
 
 def session_ages(records: Sequence[MemoryRecord]) -> dict[str, int]:

@@ -7,8 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from memagent import InputError
-from memagent.decay.salience import SalienceScorer, decayed, keep_count, mean_surprisal, session_ages, to_forget
-from memagent.index.keys import CachedExpander
+from memagent.decay.salience import decayed, keep_count, session_ages, surprisal, to_forget
 from memagent.llm.scripted import ScriptedLLM
 from memagent.schema import MemoryRecord
 from tests.conftest import exchange
@@ -22,9 +21,10 @@ def record(ident: str, session: str, day: int, round_index: int = 0) -> MemoryRe
                         timestamp=when, recorded_at=when)
 
 
-def test_mean_surprisal_leaves_out_the_unpredicted_first_token() -> None:
-    assert mean_surprisal([("a", 0.0), ("b", -1.0), ("c", -3.0)]) == pytest.approx(2.0)
-    assert mean_surprisal([("a", 0.0)]) == 0.0 and mean_surprisal([]) == 0.0
+def test_surprisal_leaves_out_the_unpredicted_first_token() -> None:
+    pieces = [("a", -9.0), ("b", -1.0), ("c", -3.0)]
+    assert surprisal(pieces) == pytest.approx(4.0) and surprisal(pieces, "mean") == pytest.approx(2.0)
+    assert surprisal([("a", 0.0)], "mean") == 0.0 and surprisal([]) == 0.0
 
 
 def test_salience_decays_once_per_later_session() -> None:
@@ -50,13 +50,12 @@ def test_what_is_forgotten_by_each_order() -> None:
             keep_count(10, bad)  # type: ignore[arg-type]
 
 
-def salience_by_word_length(memory, tmp_path) -> None:
-    """The scripted LM's surprisal is a word's length: long rare words are salient, "ok" is not."""
-    memory._salience = CachedExpander(SalienceScorer(ScriptedLLM("")), tmp_path / "salience.sqlite")
+# The scripted LM's surprisal of a word is its length: long rare words are salient, "ok" is not.
+WORD_LENGTH = ScriptedLLM("")
 
 
-def test_compact_forgets_the_least_salient_keeps_history_and_other_users(memory, tmp_path) -> None:
-    salience_by_word_length(memory, tmp_path)
+def test_compact_forgets_the_least_salient_keeps_history_and_other_users(make_memory) -> None:
+    memory = make_memory(salience_llm=WORD_LENGTH)
     memory.add(exchange("My greyhound Pixel competes at Wimbledon stadium"), user_id="ana", session_id="s1",
                timestamp="2024-05-01T10:00:00")
     memory.add(exchange("ok so"), user_id="ana", session_id="s2", timestamp="2024-05-02T10:00:00")
@@ -75,9 +74,8 @@ def test_compact_forgets_the_least_salient_keeps_history_and_other_users(memory,
     assert len(memory.get_all(user_id="bob")) == 1  # another user's records are untouched
 
 
-def test_compact_with_decay_prefers_recent_plain_records_to_old_salient_ones(make_memory, tmp_path) -> None:
-    memory = make_memory(salience={"decay": 0.1})
-    salience_by_word_length(memory, tmp_path)
+def test_compact_with_decay_prefers_recent_plain_records_to_old_salient_ones(make_memory) -> None:
+    memory = make_memory(salience={"decay": 0.1}, salience_llm=WORD_LENGTH)
     memory.add(exchange("Remember Wimbledon greyhound championships"), user_id="ana", session_id="old",
                timestamp="2024-01-01T10:00:00")
     memory.add(exchange("fine then"), user_id="ana", session_id="new", timestamp="2024-06-01T10:00:00")
@@ -100,9 +98,9 @@ def test_compact_by_recency_and_bad_input(memory) -> None:
 
 
 def test_a_salience_prior_in_ranking_lifts_salient_records_only_when_weighted(make_memory, tmp_path) -> None:
-    plain, weighted = make_memory(tmp_path / "a"), make_memory(tmp_path / "b", retrieval={"salience_weight": 10.0})
+    plain = make_memory(tmp_path / "a", salience_llm=WORD_LENGTH)
+    weighted = make_memory(tmp_path / "b", retrieval={"salience_weight": 10.0}, salience_llm=WORD_LENGTH)
     for memory in (plain, weighted):
-        salience_by_word_length(memory, tmp_path)
         memory.add(exchange("we talked about the weather today"), user_id="ana", session_id="s1",
                    timestamp="2024-05-01T10:00:00")
         memory.add(exchange("weather: extraordinarily unseasonable thunderstorms"), user_id="ana", session_id="s2",

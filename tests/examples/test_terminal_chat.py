@@ -81,12 +81,11 @@ def test_forget_without_a_unique_match_deletes_nothing(chat: TerminalChat) -> No
     assert len(chat.memory.get_all(user_id="ana")) == 17
 
 
-def test_compact_keeps_the_most_salient_memories_and_says_what_it_forgot(chat: TerminalChat, tmp_path) -> None:
-    from memagent.decay.salience import SalienceScorer
-    from memagent.index.keys import CachedExpander
+def test_compact_keeps_the_most_salient_memories_and_says_what_it_forgot(make_memory) -> None:
     from memagent.llm.scripted import ScriptedLLM
 
-    chat.memory._salience = CachedExpander(SalienceScorer(ScriptedLLM("")), tmp_path / "salience.sqlite")
+    memory = make_memory(llm=StreamingLLM(reader_reply), salience_llm=ScriptedLLM(""))  # salience: word length
+    chat = TerminalChat(memory, Console(file=io.StringIO(), width=120), user_id="ana")
     said(chat, "My greyhound Pixel races at Wimbledon stadium")  # long words: salient to the scripted LM
     said(chat, "ok")
     shown = said(chat, "/compact 1")
