@@ -503,8 +503,10 @@ class AsyncMemory:
         llm: LLM | None = None,
         expander: Expander | None = None,
         client: Any | None = None,
+        salience_llm: LLM | None = None,
     ) -> None:
-        self.sync = Memory(config, path=path, embedder=embedder, llm=llm, expander=expander, client=client)
+        self.sync = Memory(config, path=path, embedder=embedder, llm=llm, expander=expander, client=client,
+                           salience_llm=salience_llm)
 
     add = _in_thread(Memory.add)
     search = _in_thread(Memory.search)
@@ -515,5 +517,6 @@ class AsyncMemory:
     update = _in_thread(Memory.update)
     delete = _in_thread(Memory.delete)
     delete_all = _in_thread(Memory.delete_all)
+    compact = _in_thread(Memory.compact)
     export = _in_thread(Memory.export)
     import_ = _in_thread(Memory.import_)

@@ -110,8 +110,8 @@ def test_import_takes_only_the_named_users_records_and_moves_them_only_when_aske
 
 
 def test_async_memory_has_memorys_signatures() -> None:
-    for name in ("add", "search", "answer", "get", "get_all", "history", "update", "delete", "delete_all", "export",
-                 "import_"):
+    for name in ("add", "search", "answer", "get", "get_all", "history", "update", "delete", "delete_all", "compact",
+                 "export", "import_"):
         sync, wrapped = inspect.signature(getattr(Memory, name)), inspect.signature(getattr(AsyncMemory, name))
         assert list(wrapped.parameters) == list(sync.parameters), name
         assert inspect.iscoroutinefunction(getattr(AsyncMemory, name)), name
