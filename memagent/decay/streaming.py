@@ -128,7 +128,6 @@ class StreamingLM:
         self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.device = next(model.parameters()).device
         self.evicted = 0
-        self.last_first_logprobs: list[float] = []  # of the last multiple-choice turn's choices
         self.reset()
 
     def reset(self) -> None:
@@ -179,11 +178,16 @@ class StreamingLM:
         self._last_logits = last
 
     def end_turn(self) -> None:
-        """Score the turn's tokens (once, over the whole turn) and store the scores."""
+        """Score the turn's tokens (once, over the whole turn) and store the scores (SirLLM's policy
+        only: full and StreamingLLM never read them)."""
         if not self._turn_ids:
             return
-        ids, logits = torch.cat(self._turn_ids), torch.cat(self._turn_logits)
-        self.scores = torch.cat([self.scores, chunk_scores(self.scorer, logits, ids, self._turn_previous)])
+        ids = torch.cat(self._turn_ids)
+        if self.policy.kind == "sirllm":  # only SirLLM ranks by score; the others keep a placeholder per token
+            scores = chunk_scores(self.scorer, torch.cat(self._turn_logits), ids, self._turn_previous)
+        else:
+            scores = torch.zeros(ids.numel())
+        self.scores = torch.cat([self.scores, scores])
         self._turn_ids, self._turn_logits = [], []
 
     def choose(self, prompt: torch.Tensor, choices: list[torch.Tensor], greedy_first: bool = True) -> int:
@@ -198,7 +202,6 @@ class StreamingLM:
         self.begin_turn(prompt.numel() + max(c.numel() for c in choices))
         before = self.feed(prompt)[-1]
         firsts = torch.log_softmax(before, dim=-1)[torch.stack([c[0] for c in choices]).cpu()]
-        self.last_first_logprobs = firsts.tolist()
         greedy_token = int(before.argmax())
         for n, choice in enumerate(choices):
             if not greedy_first or int(choice[0]) != greedy_token:
