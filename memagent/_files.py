@@ -13,3 +13,8 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def bank_path(folder: Path, user_id: str) -> Path:
+    """A user's MAC bank file in ``folder``; named by a hash, as user ids may hold any character."""
+    return folder / f"{hashlib.sha256(user_id.encode()).hexdigest()[:32]}.safetensors"

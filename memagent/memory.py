@@ -20,10 +20,11 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Concatenate, ParamSpec, TypeVar
+from typing import IO, Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
+from memagent._files import bank_path
 from memagent._time import parse_timestamp, utc_now
 from memagent.answer.confidence import fitted_threshold
 from memagent.answer.reader import NOTHING_REMEMBERED, Passage, prompt_for, read
@@ -83,6 +84,7 @@ class Memory:
         expander: Expander | None = None,
         client: Any | None = None,
         salience_llm: LLM | None = None,
+        mac: Any | None = None,
     ) -> None:
         config = config if config is not None else MemoryConfig()
         if path is not None:
@@ -98,6 +100,8 @@ class Memory:
         self._llm = None if llm is None else self._locked(llm)
         self._expander = expander
         self._salience_llm = None if salience_llm is None else self._locked(salience_llm)  # else loads when needed
+        self._mac = mac  # a memagent.mac.MacModel; else loads from config.mac.checkpoint when first asked
+        self._mac_lock = threading.Lock()
         self._salience: dict[tuple[str, int], CachedExpander] = {}  # scorers by (measure, max_chars)
         lexical = LexicalIndexes(self.store.keys, self.store.version)
         self.writer = RecordWriter(self.store, self.embedder, lexical, self._get_expander,
@@ -222,27 +226,67 @@ class Memory:
         k: int | None = None,
         question_date: When = None,
         filters: Filters = None,
+        reader: Literal["retrieval", "mac"] = "retrieval",
     ) -> Answer:
         """Answer from the scope's memories, or refuse when they do not hold the answer.
 
+        ``reader``: "retrieval" searches and gives the top memories to the reader LLM as text; "mac"
+        reads every session of the scope, amortized into vectors (MAC; needs ``config.mac.checkpoint``
+        or ``Memory(mac=...)``; it never refuses unless there is nothing stored).
         The model runs outside the store lock (searches and adds go on) but under its own lock.
         A model failure raises ``LLMError``; it is never turned into a refusal.
         """
+        if reader == "mac":
+            return self._answer_from_bank(question, validate_scope(user_id, agent_id, run_id), filters)
+        if reader != "retrieval":
+            raise InputError("reader", f"{reader!r} is not 'retrieval' or 'mac'")
         asked = utc_now() if question_date is None else parse_timestamp(question_date, field="question_date")
-        reader = self.config.reader
-        hits = self.search(question, user_id=user_id, agent_id=agent_id, run_id=run_id, k=k or reader.k,
+        options = self.config.reader
+        hits = self.search(question, user_id=user_id, agent_id=agent_id, run_id=run_id, k=k or options.k,
                            filters=filters, question_date=asked)
         passages = [Passage(h.record.id, h.record.timestamp, h.record.value) for h in hits]
         if not passages:  # nothing to answer from: a reader asked anyway invents (seen with the 1.5B)
             return Answer(text=NOTHING_REMEMBERED, refused=True, confidence=0.0)
         model = self.llm if llm is None else self._locked(llm)
-        prompt = reader.prompt or prompt_for(model.name)
-        refuse_below = reader.refuse_below
-        if refuse_below is None and reader.sure_probe is not None:
-            refuse_below = fitted_threshold(model.name, prompt, reader.sure_probe)
-        return read(model, question, passages, asked, max_new_tokens=reader.max_new_tokens,
-                    max_chars=reader.max_memory_chars, refuse_below=refuse_below, prompt=prompt,
-                    sure_probe=reader.sure_probe)
+        prompt = options.prompt or prompt_for(model.name)
+        refuse_below = options.refuse_below
+        if refuse_below is None and options.sure_probe is not None:
+            refuse_below = fitted_threshold(model.name, prompt, options.sure_probe)
+        return read(model, question, passages, asked, max_new_tokens=options.max_new_tokens,
+                    max_chars=options.max_memory_chars, refuse_below=refuse_below, prompt=prompt,
+                    sure_probe=options.sure_probe)
+
+    def _answer_from_bank(self, question: str, scope: Scope, filters: Filters) -> Answer:
+        from memagent.mac.bank import MemoryBank, checkpoint_id, session_chunks
+
+        self._check_query(question)
+        records = self.get_all(user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id, filters=filters)
+        if not records:
+            return Answer(text=NOTHING_REMEMBERED, refused=True, confidence=0.0)
+        model = self._get_mac()
+        whole_user = scope == Scope(user_id=scope.user_id) and not filters
+        with self._mac_lock:
+            bank = MemoryBank(bank_path(self._mac_folder, scope.user_id), checkpoint_id(model))
+            chunks = session_chunks(records, model.encoder, model.config.max_doc_tokens)
+            reply = model.answer([question], bank.gather(model, chunks, prune=whole_user),
+                                 max_new_tokens=self.config.mac.max_new_tokens)[0]
+        return Answer(text=reply.text, refused=False, confidence=reply.confidence,
+                      prediction_confidence=reply.confidence)
+
+    @property
+    def _mac_folder(self) -> Path:
+        return (self.config.store.path if self.config.store.url is None else default_store_path()) / "mac"
+
+    def _get_mac(self) -> Any:
+        with self._loading:
+            if self._mac is None:
+                if self.config.mac.checkpoint is None:
+                    raise InputError("mac.checkpoint", "is not set: train one with `memagent mac train` "
+                                     "(or pass Memory(mac=...)) to answer with reader='mac'")
+                from memagent.mac.model import MacModel
+
+                self._mac = MacModel.load(self.config.mac.checkpoint, device=self.config.mac.device).eval()
+        return self._mac
 
     def get(self, record_id: str, /, *, user_id: str) -> MemoryRecord:
         """One of the user's records by id; ``RecordNotFound`` when the user has no record with it."""
@@ -306,6 +350,7 @@ class Memory:
             ids = sorted(self.store.existing_ids_where(scope.user_id, where_clause(scope)))
             self.store.delete(scope.user_id, ids)
             self.store.forget_history(scope.user_id, None if scope == Scope(user_id=scope.user_id) else ids)
+            bank_path(self._mac_folder, scope.user_id).unlink(missing_ok=True)  # MAC's vectors of the sessions
         return len(ids)
 
     def compact(self, *, user_id: str, keep: int | float, by: Order = "salience") -> list[MemoryRecord]:
@@ -504,9 +549,10 @@ class AsyncMemory:
         expander: Expander | None = None,
         client: Any | None = None,
         salience_llm: LLM | None = None,
+        mac: Any | None = None,
     ) -> None:
         self.sync = Memory(config, path=path, embedder=embedder, llm=llm, expander=expander, client=client,
-                           salience_llm=salience_llm)
+                           salience_llm=salience_llm, mac=mac)
 
     add = _in_thread(Memory.add)
     search = _in_thread(Memory.search)

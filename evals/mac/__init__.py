@@ -1,0 +1,1 @@
+"""MAC's data (project-written personal-fact sessions, LoCoMo sessions) and its comparison runner."""
