@@ -102,6 +102,7 @@ class Memory:
         self._salience_llm = None if salience_llm is None else self._locked(salience_llm)  # else loads when needed
         self._mac = mac  # a memagent.mac.MacModel; else loads from config.mac.checkpoint when first asked
         self._mac_lock = threading.Lock()
+        self._mac_id: str | None = None
         self._salience: dict[tuple[str, int], CachedExpander] = {}  # scorers by (measure, max_chars)
         lexical = LexicalIndexes(self.store.keys, self.store.version)
         self.writer = RecordWriter(self.store, self.embedder, lexical, self._get_expander,
@@ -257,16 +258,16 @@ class Memory:
                     sure_probe=options.sure_probe)
 
     def _answer_from_bank(self, question: str, scope: Scope, filters: Filters) -> Answer:
-        from memagent.mac.bank import MemoryBank, checkpoint_id, session_chunks
+        from memagent.mac.bank import MemoryBank, session_chunks
 
         self._check_query(question)
         records = self.get_all(user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id, filters=filters)
         if not records:
             return Answer(text=NOTHING_REMEMBERED, refused=True, confidence=0.0)
-        model = self._get_mac()
+        model, weights_id = self._get_mac()
         whole_user = scope == Scope(user_id=scope.user_id) and not filters
         with self._mac_lock:
-            bank = MemoryBank(bank_path(self._mac_folder, scope.user_id), checkpoint_id(model))
+            bank = MemoryBank(bank_path(self._mac_folder, scope.user_id), weights_id)
             chunks = session_chunks(records, model.encoder, model.config.max_doc_tokens)
             reply = model.answer([question], bank.gather(model, chunks, prune=whole_user),
                                  max_new_tokens=self.config.mac.max_new_tokens)[0]
@@ -277,7 +278,10 @@ class Memory:
     def _mac_folder(self) -> Path:
         return (self.config.store.path if self.config.store.url is None else default_store_path()) / "mac"
 
-    def _get_mac(self) -> Any:
+    def _get_mac(self) -> tuple[Any, str]:
+        """The MAC model and the hash of its weights (hashed once: 13M parameters are ~50 MB to read)."""
+        from memagent.mac.bank import checkpoint_id
+
         with self._loading:
             if self._mac is None:
                 if self.config.mac.checkpoint is None:
@@ -286,7 +290,9 @@ class Memory:
                 from memagent.mac.model import MacModel
 
                 self._mac = MacModel.load(self.config.mac.checkpoint, device=self.config.mac.device).eval()
-        return self._mac
+            if self._mac_id is None:
+                self._mac_id = checkpoint_id(self._mac)
+        return self._mac, self._mac_id
 
     def get(self, record_id: str, /, *, user_id: str) -> MemoryRecord:
         """One of the user's records by id; ``RecordNotFound`` when the user has no record with it."""

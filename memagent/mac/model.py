@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from memagent.decay.chat import ChatTurns
+from memagent.llm.local import END_OF_TURN_TOKENS
 from memagent.mac.aggregator import Aggregator
 from memagent.mac.amortizer import Amortizer, TokenEncoder
 from memagent.mac.config import MacConfig
@@ -35,7 +36,6 @@ SYSTEM = "Answer the question in a few words, with no sentence around them."
 # in training and reads without them. People and values are made up and occur in no data set.
 DEMOS = (("Which city does Hugo Brandt live in?", "Marseille"), ("What is Ada Lindgren's job?", "welder"))
 PREFIX_START = "What you remember about the user:"  # the text whose keys and values start the prefix
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 
 class Reply(NamedTuple):
@@ -59,7 +59,7 @@ class MacModel(nn.Module):
         self.turns = ChatTurns(tokenizer, system=SYSTEM)
         # transformers 5 renamed past_key_values to cache in some models' forward
         self._cache_arg = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
-        self.stop_ids = {i for t in END_OF_TURN if isinstance(i := tokenizer.convert_tokens_to_ids(t), int)
+        self.stop_ids = {i for t in END_OF_TURN_TOKENS if isinstance(i := tokenizer.convert_tokens_to_ids(t), int)
                          and i != tokenizer.unk_token_id}
         if tokenizer.eos_token_id is not None:
             self.stop_ids.add(int(tokenizer.eos_token_id))
