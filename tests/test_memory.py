@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from memagent import AsyncMemory, InputError, Memory, RecordNotFound, SearchFilters
+from memagent.errors import MemagentError
 from tests.conftest import exchange
+from tests.fakes import HashEmbedder
 
 MAY = "2023/05/20 (Sat) 02:21"
 
@@ -322,3 +325,22 @@ def test_history_can_be_scoped_to_its_user(memory: Memory) -> None:
     memory.update(record.id, user_id="ana", value="user: I live in Madrid")
     assert len(memory.history(record.id, user_id="ana")) == 1
     assert memory.history(record.id, user_id="bob") == []
+
+
+def test_a_store_refuses_vectors_of_another_embedder(tmp_path: Path, embedder) -> None:
+    """Switching embedder.model on a store would compare vectors of two models (or fail on their sizes):
+    a user's collection remembers its model, and another is refused with the field named, the
+    memories untouched; export, then import into a store of the new model, moves them."""
+    first = Memory(path=tmp_path / "store", embedder=embedder)
+    first.add([{"role": "user", "content": "My sister Ines lives in Porto."}], user_id="ana")
+    other = Memory(path=tmp_path / "store", embedder=HashEmbedder())
+    with pytest.raises(MemagentError, match=r"^embedder.model: 'ana'.*embedded by 'all-MiniLM-L6-v2'"):
+        other.search("Where does my sister live?", user_id="ana")
+    with pytest.raises(MemagentError, match=r"^embedder.model:"):
+        other.add([{"role": "user", "content": "I moved to Lyon."}], user_id="ana")
+    assert [h.record.value for h in first.search("Where does my sister live?", user_id="ana")] == [
+        "user: My sister Ines lives in Porto."]
+    first.export(tmp_path / "ana.jsonl", user_id="ana")
+    moved = Memory(path=tmp_path / "new", embedder=HashEmbedder())
+    assert moved.import_(tmp_path / "ana.jsonl", user_id="ana") == 1
+    assert moved.search("sister", user_id="ana")[0].record.value == "user: My sister Ines lives in Porto."

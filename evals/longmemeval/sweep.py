@@ -1,0 +1,345 @@
+"""Offline sweep of ranking designs over a runner's cached store (issue 18).
+
+The runner (``memagent eval``) scores a design only once the library implements it. This reads the
+same stored rounds, keys, embeddings and BM25 (memagent's own ``BM25Index``) from a runner cache and
+re-ranks them in numpy, so a variant scores in seconds: enough to find where the ceiling is before
+building anything. ``library`` re-implements the default read path (dense, BM25, session votes, RRF,
+time-aware) and gives the runner's official figures (LoCoMo dev6: 0.717 session, 0.558 turn
+recall_all@5); evidence recall here counts chars/4, the runner the reader's tokens.
+
+    python -m memagent_evals.longmemeval.sweep --benchmark locomo --data ../shared/data/locomo/locomo_dev6.json \
+        --cache /tmp/evalcache_locomo [--embedder all-mpnet-base-v2 --embedder-cache /tmp/evalcache_locomo_mpnet]
+
+Scores: official recall_all@5 (round rankings at session level by widening k, as the runner),
+turn-level recall_all@5, and evidence recall within 512/1,024/2,048 tokens counted as chars/4.
+The store must have been filled by a runner run on the same data (``--retriever memagent``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memagent import MemoryConfig
+from memagent._time import parse_timestamp, to_epoch
+from memagent.embedding import Embedder, embedder_from_config
+from memagent.retrieve.lexical import BM25Index
+from memagent.retrieve.temporal import read_time
+
+from .metrics import score_ranking
+from .retrieval import RETRIEVERS, HaystackIndex, build_corpus
+from .run import has_user_evidence
+
+BUDGETS = (512, 1024, 2048)
+
+
+@dataclass
+class Haystack:
+    """One user's rounds as the store holds them, sorted by session and position."""
+
+    values: list[str]
+    session_of: np.ndarray  # session number of each round
+    times: np.ndarray  # epoch seconds
+    vectors: np.ndarray  # unit key embeddings
+    bm25: BM25Index
+    sessions: int
+
+
+@dataclass
+class Question:
+    qtype: str
+    text: str
+    haystack: Haystack
+    vector: np.ndarray
+    corpus_ids: list[str]
+    positions: list[list[int]]  # corpus positions of each round
+    asked: float
+    window: tuple[float, float] | None  # the time range the question names (widened 2 days), if any
+
+
+def prepare(items: Sequence[Any], cache: Path, embedder: Embedder) -> list[Question]:
+    """Every scored question with its haystack, read from the runner's cached store."""
+    index = HaystackIndex("memagent", RETRIEVERS["memagent"], cache, embedder)
+    memory = index.memory
+    haystacks: dict[str, tuple[Haystack, list[tuple[str, str]]]] = {}
+    questions = []
+    for item in items:
+        if item.is_abstention or not has_user_evidence(item):
+            continue
+        user = index.ensure_indexed(item)  # cached: nothing is embedded again
+        if user not in haystacks:
+            records = sorted(memory.get_all(user_id=user), key=lambda r: (r.session_id, r.round_index))
+            names = sorted({r.session_id for r in records})
+            bm25 = BM25Index()  # rows named by position
+            bm25.add([str(n) for n in range(len(records))], [r.key for r in records], [r.session_id for r in records])
+            haystack = Haystack(
+                [r.value for r in records], np.array([names.index(r.session_id) for r in records]),
+                np.array([to_epoch(r.timestamp) for r in records]),
+                memory.embedder.embed_documents([r.key for r in records]), bm25, len(names))
+            haystacks[user] = (haystack, [(r.session_id, r.value) for r in records])
+        haystack, keys = haystacks[user]
+        corpus = build_corpus(item, "round")
+        asked = parse_timestamp(item.question_date)
+        reading = read_time(item.question, asked, None)
+        window = None
+        if reading.range is not None:
+            widened = reading.range.widened(2.0)
+            window = (to_epoch(widened.start), to_epoch(widened.end))
+        questions.append(Question(
+            item.question_type, item.question, haystack, memory.embedder.embed_queries([item.question])[0],
+            corpus.ids, [corpus.indices_of_record.get(key, []) for key in keys], to_epoch(asked), window))
+    return questions
+
+
+# --- signals ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Signals:
+    visible: np.ndarray  # rounds dated no later than the question
+    dense: np.ndarray  # cosine per round
+    lexical: np.ndarray  # BM25 per round (0: no shared term)
+    session_bm25: np.ndarray  # BM25 per session, each as one document
+    inside: np.ndarray  # rounds dated in the range the question names
+
+
+def signals(q: Question) -> Signals:
+    h = q.haystack
+    lexical = np.zeros(len(h.values))
+    for row, score in h.bm25.search(q.text, len(h.values)):
+        lexical[int(row)] = score
+    per_session = np.zeros(h.sessions)
+    names = sorted(set(h.bm25.groups))
+    for name, score in h.bm25.search_groups(q.text, h.sessions):
+        per_session[names.index(name)] = score
+    inside = np.zeros(len(h.values), dtype=bool)
+    if q.window is not None:
+        inside = (h.times >= q.window[0]) & (h.times < q.window[1])
+    return Signals(h.times <= q.asked + 1e-6, h.vectors @ q.vector, lexical, per_session, inside)
+
+
+def best_first(scores: np.ndarray, allowed: np.ndarray, depth: int, positive: bool = False) -> list[int]:
+    rows = np.flatnonzero(allowed & (scores > 0)) if positive else np.flatnonzero(allowed)
+    return [int(r) for r in rows[np.argsort(-scores[rows], kind="stable")][:depth]]
+
+
+def ranks(order: Sequence[int]) -> dict[int, int]:
+    return {item: n for n, item in enumerate(order, 1)}
+
+
+def rrf(rankings: dict[str, dict[int, int]], weights: dict[str, float], k: float) -> dict[int, float]:
+    fused: dict[int, float] = defaultdict(float)
+    for name, ranked in rankings.items():
+        for item, rank in ranked.items():
+            fused[item] += weights.get(name, 1.0) / (k + rank)
+    return fused
+
+
+def rounds_of_sessions(h: Haystack, sessions: Sequence[int], visible: np.ndarray) -> dict[int, int]:
+    """Every visible round at its session's rank."""
+    return {int(r): rank for rank, s in enumerate(sessions, 1) for r in np.flatnonzero((h.session_of == s) & visible)}
+
+
+def time_first(fused: dict[int, float], s: Signals) -> list[int]:
+    """Fused order, rounds inside the named time range first, then the unscored visible rounds."""
+    order = sorted(fused, key=lambda r: -fused[r])
+    scored = set(order)
+    rest = [int(r) for r in np.flatnonzero(s.visible) if int(r) not in scored]
+    return [r for r in order if s.inside[r]] + [r for r in order if not s.inside[r]] + rest
+
+
+# --- designs: each maps a question to the rounds in reader order ------------------------------------
+
+
+def library(q: Question, *, round_weight: float = 0.5, k: float = 20, depth: int | None = None) -> list[int]:
+    """memagent's default read path: dense and BM25 over rounds, BM25 over sessions, each round ranking's
+    sessions by best round; a round's own ranks weigh ``round_weight``; then time-aware. ``depth``: how
+    deep each ranking goes, all rounds by default, as in the runner, which asks for the whole corpus
+    (``search(k=len(corpus))``, so ``candidates`` = 50 never binds there; at depth 50 LoCoMo's figure
+    is 1.4 points lower)."""
+    h, s = q.haystack, signals(q)
+    depth = len(h.values) if depth is None else depth
+    dense, lexical = best_first(s.dense, s.visible, depth), best_first(s.lexical, s.visible, depth, positive=True)
+    sessions = [int(g) for g in np.argsort(-s.session_bm25, kind="stable") if s.session_bm25[g] > 0]
+    rankings = {"dense": ranks(dense), "lexical": ranks(lexical), "session": rounds_of_sessions(h, sessions, s.visible)}
+    for name, order in (("dense", dense), ("lexical", lexical)):
+        rankings[f"{name}@session"] = rounds_of_sessions(h, list(dict.fromkeys(int(h.session_of[r]) for r in order)),
+                                                         s.visible)
+    return time_first(rrf(rankings, {"dense": round_weight, "lexical": round_weight}, k), s)
+
+
+def with_next_round(q: Question, **options: Any) -> list[int]:
+    """``library``, each hit followed by the round after it in its session (the reply to its reply)."""
+    h, out, seen = q.haystack, [], set()
+    for r in library(q, **options):
+        for row in (r, r + 1):
+            if row < len(h.values) and h.session_of[row] == h.session_of[r] and row not in seen:
+                seen.add(row)
+                out.append(row)
+    return out
+
+
+def fused_sessions(q: Question, *, k: float = 20, rocchio: float = 0.0,
+                   use: Sequence[str] = ("bm25", "dense", "lexical")) -> list[int]:
+    """Sessions ranked by RRF of BM25 over sessions and each session's best round by dense and by BM25
+    (the rankings named in ``use``); ``rocchio`` > 0 adds a second dense ranking from the query moved
+    toward the first pass's top rounds."""
+    h, s = q.haystack, signals(q)
+
+    def by_best(scores: np.ndarray) -> list[int]:
+        best = np.full(h.sessions, -np.inf)
+        np.maximum.at(best, h.session_of[s.visible], scores[s.visible])
+        return [int(g) for g in np.argsort(-best, kind="stable") if np.isfinite(best[g])]
+
+    shown = {int(g) for g in h.session_of[s.visible]}
+    rankings = {"bm25": ranks([int(g) for g in np.argsort(-s.session_bm25, kind="stable")
+                               if s.session_bm25[g] > 0 and int(g) in shown]),
+                "dense": ranks(by_best(s.dense)), "lexical": ranks(by_best(s.lexical))}
+    rankings = {name: ranked for name, ranked in rankings.items() if name in use}
+    if rocchio > 0:
+        first = rrf({"d": ranks(best_first(s.dense, s.visible, 50)),
+                     "l": ranks(best_first(s.lexical, s.visible, 50, positive=True))}, {}, 20)
+        top = sorted(first, key=lambda r: -first[r])[:10]
+        moved = q.vector + rocchio * h.vectors[top].mean(axis=0)
+        rankings["dense2"] = ranks(by_best(h.vectors @ (moved / np.linalg.norm(moved))))
+    fused = rrf(rankings, {}, k)
+    named = {int(g) for g in h.session_of[s.inside]}
+    return sorted(fused, key=lambda g: (g not in named, -fused[g]))
+
+
+def session_blocks(q: Question, *, per_session: int | None = None) -> list[int]:
+    """Sessions by ``fused_sessions``; within each, rounds by RRF of dense and BM25. ``per_session``
+    rounds of every session first (diversity), the rest after; None: whole sessions in turn."""
+    h, s = q.haystack, signals(q)
+    own = rrf({"d": ranks(best_first(s.dense, s.visible, len(h.values))),
+               "l": ranks(best_first(s.lexical, s.visible, len(h.values), positive=True))}, {}, 20)
+    first: list[int] = []
+    rest: list[int] = []
+    for g in fused_sessions(q):
+        rows = sorted((int(r) for r in np.flatnonzero((h.session_of == g) & s.visible)), key=lambda r: -own.get(r, 0))
+        cut = len(rows) if per_session is None else per_session
+        first += rows[:cut]
+        rest += rows[cut:]
+    return first + sorted(rest, key=lambda r: -own.get(r, 0))
+
+
+# --- scoring ---------------------------------------------------------------------------------------
+
+
+def score_rounds(q: Question, order: Sequence[int]) -> dict[str, float]:
+    ranking = list(dict.fromkeys(p for r in order for p in q.positions[r]))
+    ranked = set(ranking)
+    ranking += [i for i in range(len(q.corpus_ids)) if i not in ranked]
+    metrics = score_ranking(ranking, q.corpus_ids, "turn")
+    gold = {i for i, c in enumerate(q.corpus_ids) if "answer" in c}
+    scores = {"R_all@5": metrics["session"]["recall_all@5"], "turn R_all@5": metrics["turn"]["recall_all@5"]}
+    scores.update(_within_budget(q, [(q.haystack.values[r], q.positions[r]) for r in order], gold))
+    return scores
+
+
+def score_sessions(q: Question, order: Sequence[int]) -> dict[str, float]:
+    """A session ranking as the runner's session retrievers are scored: whole sessions as units."""
+    h = q.haystack
+    evidence = [r for r, p in enumerate(q.positions) if any("answer" in q.corpus_ids[i] for i in p)]
+    gold_sessions = {int(h.session_of[r]) for r in evidence}
+    units = [("\n".join(h.values[r] for r in np.flatnonzero(h.session_of == g)),
+              [i for r in np.flatnonzero(h.session_of == g) for i in q.positions[r]]) for g in order]
+    gold = {i for i, c in enumerate(q.corpus_ids) if "answer" in c}
+    return {"R_all@5": float(gold_sessions <= set(order[:5])), "turn R_all@5": float("nan"),
+            **_within_budget(q, units, gold)}
+
+
+def _within_budget(q: Question, units: Sequence[tuple[str, Sequence[int]]], gold: set[int]) -> dict[str, float]:
+    missing, used = set(gold), 0
+    for text, positions in units:
+        used += len(text) / 4
+        missing -= set(positions)
+        if not missing:
+            break
+    return {f"@{b}": float(not missing and used <= b) for b in BUDGETS}
+
+
+DESIGNS: dict[str, tuple[str, Callable[[Question], list[int]]]] = {
+    "library default (round weight 0.5, k 20)": ("rounds", library),
+    "round weight 0.25, k 10": ("rounds", lambda q: library(q, round_weight=0.25, k=10)),
+    "round weight 0.1, k 10": ("rounds", lambda q: library(q, round_weight=0.1, k=10)),
+    "default + next round": ("rounds", with_next_round),
+    "sessions, BM25 alone (bm25-session + time-aware)": ("sessions", lambda q: fused_sessions(q, use=("bm25",))),
+    "sessions, best round by dense alone": ("sessions", lambda q: fused_sessions(q, use=("dense",))),
+    "sessions (BM25 + best round dense/BM25, RRF)": ("sessions", fused_sessions),
+    "sessions, + Rocchio dense PRF 0.6": ("sessions", lambda q: fused_sessions(q, rocchio=0.6)),
+    "session blocks (whole sessions in turn)": ("rounds", session_blocks),
+    "session blocks, best 2 rounds of each first": ("rounds", lambda q: session_blocks(q, per_session=2)),
+}
+
+
+def best_in_session(questions: Sequence[Question]) -> str:
+    """How often an evidence session's evidence round is its best round, by dense, BM25 and their RRF."""
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for q in questions:
+        h, s = q.haystack, signals(q)
+        n = len(h.values)
+        scorers = {"dense": s.dense, "BM25": s.lexical,
+                   "RRF": rrf({"d": ranks(best_first(s.dense, s.visible, n)),
+                               "l": ranks(best_first(s.lexical, s.visible, n, positive=True))}, {}, 20)}
+        evidence = {r for r, p in enumerate(q.positions) if any("answer" in q.corpus_ids[i] for i in p)}
+        for g in {int(h.session_of[r]) for r in evidence}:
+            rows = [int(r) for r in np.flatnonzero((h.session_of == g) & s.visible)]
+            for name, scores in scorers.items():
+                score = scores.get if isinstance(scores, dict) else scores.__getitem__
+                best = max(rows, key=lambda r: (score(r) or 0.0, -r))
+                hits[name].append(best in evidence)
+    return "evidence round is its session's best: " + ", ".join(
+        f"{name} {np.mean(v):.3f}" for name, v in hits.items()) + f" (over {len(hits['RRF'])} evidence sessions)"
+
+
+def sweep(questions: Sequence[Question], designs: dict[str, tuple[str, Callable[[Question], list[int]]]]) -> str:
+    columns = ["R_all@5", "multi-hop R_all@5", "turn R_all@5", "@512", "@1024", "@2048", "multi-hop @1024",
+               "multi-hop @2048"]
+    lines = ["| design | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for name, (unit, design) in designs.items():
+        per: dict[str, list[float]] = defaultdict(list)
+        for q in questions:
+            scores = (score_rounds if unit == "rounds" else score_sessions)(q, design(q))
+            for metric, value in scores.items():
+                per[metric].append(value)
+                if q.qtype == "multi-hop":
+                    per[f"multi-hop {metric}"].append(value)
+        cells = [np.nanmean(per[c]) if per[c] and not np.all(np.isnan(per[c])) else float("nan") for c in columns]
+        lines.append(f"| {name} | " + " | ".join("-" if np.isnan(v) else f"{v:.3f}" for v in cells) + " |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..cli import load_benchmark
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", choices=("longmemeval", "locomo"), required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, required=True, help="a runner cache holding the default's store")
+    parser.add_argument("--embedder", default=None, help="embedder.model the cache's store was built with")
+    parser.add_argument("--out", type=Path, default=None, help="write the table here too")
+    args = parser.parse_args(argv)
+    items, _split = load_benchmark(args.benchmark, args.data)
+    config = MemoryConfig.model_validate({"embedder": {"cache_path": args.cache / "embeddings.sqlite",
+                                                       **({"model": args.embedder} if args.embedder else {})}})
+    questions = prepare(items, args.cache, embedder_from_config(config.embedder))
+    print(f"{len(questions)} questions", flush=True)
+    within = best_in_session(questions)
+    print(within, flush=True)
+    table = within + "\n\n" + sweep(questions, DESIGNS)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
