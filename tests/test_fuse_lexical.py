@@ -1,7 +1,12 @@
+from pathlib import Path
+
 import pytest
 
+from memagent import Memory, MemoryConfig
+from memagent.retrieve.dense import without_common_names
 from memagent.retrieve.fuse import reciprocal_rank_fusion
 from memagent.retrieve.lexical import BM25Index, session_ranks, sessions_of_ranking, tokenize
+from tests.fakes import HashEmbedder
 
 
 def test_rrf_adds_reciprocal_ranks() -> None:
@@ -97,3 +102,46 @@ def test_a_round_ranking_votes_for_sessions_by_their_best_round() -> None:
     assert sessions_of_ranking(index, ["b2", "a1", "a2", "b1"]) == {"a1": 2, "a2": 2, "b1": 1, "b2": 1}
     assert sessions_of_ranking(index, ["b2", "a1"], allowed={"a1", "b1"}) == {"a1": 2, "b1": 1}
     assert sessions_of_ranking(index, ["gone"]) == {}  # ids the index does not hold vote for nothing
+
+
+def transcript_index(rounds: int = 30) -> BM25Index:
+    """A two-person transcript: every round carries its speaker's name, one round names a third person."""
+    index = BM25Index()
+    texts = [f"{'Nadia' if n % 2 else 'Omar'}: line {n} about the garden and the weather" for n in range(rounds)]
+    texts[3] = "Nadia: Lucia came over and we baked bread"
+    index.add([f"r{n}" for n in range(rounds)], texts)
+    return index
+
+
+def test_names_every_round_carries_leave_the_dense_query() -> None:
+    index = transcript_index()
+    assert index.document_fraction("nadia") == 0.5 and index.document_fraction("lucia") == 1 / 30
+    # the speakers' names go (possessive too); a rarer name, the first word and a stopword stay
+    asked = "When did Nadia bake bread with Lucia?"
+    assert without_common_names(asked, index, 0.2) == "When did bake bread with Lucia?"
+    assert without_common_names("What is Omar's garden like?", index, 0.2) == "What is garden like?"
+    assert without_common_names("Nadia, what did The Omar say?", index, 0.2) == "Nadia, what did The say?"
+    assert without_common_names("When did Nadia bake?", index, 1.0) == "When did Nadia bake?"  # 1 keeps all
+    # a small store says too little to call a name common
+    assert without_common_names("When did Nadia bake?", transcript_index(10), 0.2) == "When did Nadia bake?"
+
+
+def test_search_embeds_the_query_without_the_speakers_names(tmp_path: Path) -> None:
+    class Recording(HashEmbedder):
+        def __init__(self) -> None:
+            self.queries: list[str] = []
+
+        def embed_queries(self, texts):  # type: ignore[no-untyped-def]
+            self.queries.extend(texts)
+            return super().embed_queries(texts)
+
+    recording = Recording()
+    memory = Memory(path=tmp_path / "store", embedder=recording)
+    session = [{"role": "user", "content": f"{'Nadia' if n % 2 else 'Omar'}: note {n} on the allotment"}
+               for n in range(24)]
+    memory.add(session, user_id="u", session_id="s1")
+    memory.search("What did Nadia plant at the allotment?", user_id="u")
+    assert recording.queries[-1] == "What did plant at the allotment?"
+    off = Memory(MemoryConfig(retrieval={"common_names": 1.0}), path=tmp_path / "store", embedder=recording)
+    off.search("What did Nadia plant at the allotment?", user_id="u")
+    assert recording.queries[-1] == "What did Nadia plant at the allotment?"

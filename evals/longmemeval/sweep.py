@@ -29,6 +29,7 @@ import numpy as np
 from memagent import MemoryConfig
 from memagent._time import parse_timestamp, to_epoch
 from memagent.embedding import Embedder, embedder_from_config
+from memagent.retrieve.dense import without_common_names
 from memagent.retrieve.lexical import BM25Index
 from memagent.retrieve.temporal import read_time
 
@@ -56,7 +57,8 @@ class Question:
     qtype: str
     text: str
     haystack: Haystack
-    vector: np.ndarray
+    vector: np.ndarray  # of the question as the library embeds it: without the store's common names
+    raw_vector: np.ndarray  # of the question as asked
     corpus_ids: list[str]
     positions: list[list[int]]  # corpus positions of each round
     asked: float
@@ -91,8 +93,10 @@ def prepare(items: Sequence[Any], cache: Path, embedder: Embedder) -> list[Quest
         if reading.range is not None:
             widened = reading.range.widened(2.0)
             window = (to_epoch(widened.start), to_epoch(widened.end))
+        dense_query = without_common_names(item.question, haystack.bm25, memory.config.retrieval.common_names)
+        vector, raw = memory.embedder.embed_queries([dense_query, item.question])
         questions.append(Question(
-            item.question_type, item.question, haystack, memory.embedder.embed_queries([item.question])[0],
+            item.question_type, item.question, haystack, vector, raw,
             corpus.ids, [corpus.indices_of_record.get(key, []) for key in keys], to_epoch(asked), window))
     return questions
 
@@ -109,7 +113,8 @@ class Signals:
     inside: np.ndarray  # rounds dated in the range the question names
 
 
-def signals(q: Question) -> Signals:
+def signals(q: Question, common_names: bool = True) -> Signals:
+    """``common_names``: the dense query without the store's common names, as the library does."""
     h = q.haystack
     lexical = np.zeros(len(h.values))
     for row, score in h.bm25.search(q.text, len(h.values)):
@@ -121,7 +126,8 @@ def signals(q: Question) -> Signals:
     inside = np.zeros(len(h.values), dtype=bool)
     if q.window is not None:
         inside = (h.times >= q.window[0]) & (h.times < q.window[1])
-    return Signals(h.times <= q.asked + 1e-6, h.vectors @ q.vector, lexical, per_session, inside)
+    vector = q.vector if common_names else q.raw_vector
+    return Signals(h.times <= q.asked + 1e-6, h.vectors @ vector, lexical, per_session, inside)
 
 
 def best_first(scores: np.ndarray, allowed: np.ndarray, depth: int, positive: bool = False) -> list[int]:
@@ -157,13 +163,14 @@ def time_first(fused: dict[int, float], s: Signals) -> list[int]:
 # --- designs: each maps a question to the rounds in reader order ------------------------------------
 
 
-def library(q: Question, *, round_weight: float = 0.5, k: float = 20, depth: int | None = None) -> list[int]:
+def library(q: Question, *, round_weight: float = 0.5, k: float = 20, depth: int | None = None,
+            common_names: bool = True) -> list[int]:
     """memagent's default read path: dense and BM25 over rounds, BM25 over sessions, each round ranking's
     sessions by best round; a round's own ranks weigh ``round_weight``; then time-aware. ``depth``: how
     deep each ranking goes, all rounds by default, as in the runner, which asks for the whole corpus
     (``search(k=len(corpus))``, so ``candidates`` = 50 never binds there; at depth 50 LoCoMo's figure
     is 1.4 points lower)."""
-    h, s = q.haystack, signals(q)
+    h, s = q.haystack, signals(q, common_names)
     depth = len(h.values) if depth is None else depth
     dense, lexical = best_first(s.dense, s.visible, depth), best_first(s.lexical, s.visible, depth, positive=True)
     sessions = [int(g) for g in np.argsort(-s.session_bm25, kind="stable") if s.session_bm25[g] > 0]
@@ -266,7 +273,8 @@ def _within_budget(q: Question, units: Sequence[tuple[str, Sequence[int]]], gold
 
 
 DESIGNS: dict[str, tuple[str, Callable[[Question], list[int]]]] = {
-    "library default (round weight 0.5, k 20)": ("rounds", library),
+    "library default (round weight 0.5, k 20, common names out of the dense query)": ("rounds", library),
+    "the default before: names kept in the dense query": ("rounds", lambda q: library(q, common_names=False)),
     "round weight 0.25, k 10": ("rounds", lambda q: library(q, round_weight=0.25, k=10)),
     "round weight 0.1, k 10": ("rounds", lambda q: library(q, round_weight=0.1, k=10)),
     "default + next round": ("rounds", with_next_round),

@@ -1,7 +1,8 @@
 """The read path: rankings (dense, BM25, session votes) → reciprocal rank fusion → time re-rank.
 
 Which rankings run is ``RetrievalConfig.retrievers``:
-- ``dense``: the query's embedding against the keys' (Chroma, filtered by scope in the database);
+- ``dense``: the query's embedding against the keys' (Chroma, filtered by scope in the database),
+  without the names most of the user's records mention (``common_names``: a transcript's speakers);
 - ``lexical``: BM25 over the user's keys;
 - ``session``: session context for rounds (LongMemEval §5): BM25 over whole sessions, and each
   round ranking also votes for sessions by its best round; every round takes its session's votes,
@@ -22,7 +23,7 @@ from memagent._time import to_epoch, utc_now
 from memagent.config import RetrievalConfig
 from memagent.embedding import Embedder
 from memagent.llm.base import LLM
-from memagent.retrieve.dense import dense_ranking
+from memagent.retrieve.dense import dense_ranking, without_common_names
 from memagent.retrieve.fuse import reciprocal_rank_fusion
 from memagent.retrieve.lexical import BM25Index, LexicalIndexes, session_ranks, sessions_of_ranking
 from memagent.retrieve.temporal import TimeRange, read_time
@@ -76,7 +77,8 @@ class HybridRetriever:
         where = where_clause(scope, filters)
         rankings: dict[str, list[str] | dict[str, int]] = {}
         if "dense" in retrievers:
-            rankings["dense"] = dense_ranking(self.store, self.embedder, query, scope.user_id, where, depth)
+            dense_query = query if index is None else without_common_names(query, index, self.config.common_names)
+            rankings["dense"] = dense_ranking(self.store, self.embedder, dense_query, scope.user_id, where, depth)
         if index is None:
             return rankings, {}
         narrowed = filters != SearchFilters() or scope != Scope(user_id=scope.user_id)

@@ -73,6 +73,10 @@ class BM25Index:
         best = _best(candidates, scores[candidates], n)
         return [(self.ids[r], float(scores[r])) for r in best]
 
+    def document_fraction(self, term: str) -> float:
+        """The fraction of rows holding ``term`` (a token as ``tokenize`` gives it)."""
+        return len(self._postings.get(term, ())) / len(self.ids) if self.ids else 0.0
+
     def _row_norms(self) -> np.ndarray:
         if self._norms is None:
             lengths = np.asarray(self._lengths, dtype=np.float64)
