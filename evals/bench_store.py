@@ -10,7 +10,8 @@ p50/p95 with the query embedding apart, and the process RSS. The conversation is
 templates, so the figures measure the machinery, not the data.
 
 Fair by construction:
-- one embedder for all (all-MiniLM-L6-v2, CPU, float32) behind one sqlite cache by content hash. Every
+- one embedder for all (all-MiniLM-L6-v2, CPU, float32; MEMAGENT_EMBEDDER__BACKEND=onnx-int8 for the int8
+  path) behind one sqlite cache by content hash. Every
   distinct text a system stores is embedded once, before any system runs, and each system is charged the
   model seconds of the texts it stores: the order the systems run in changes nothing;
 - each system runs in a fresh process (RSS is its own; nothing stays warm from the one before);
@@ -39,12 +40,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from memagent import Embedder, Memory, MemoryConfig, SentenceTransformerEmbedder
-from memagent.embedding import CachedEmbedder, resolve_model_path
+from memagent import Embedder, Memory, MemoryConfig
+from memagent.config import EmbedderConfig
+from memagent.embedding import CachedEmbedder, embedder_from_config, resolve_model_path
 from memagent.index.decompose import split_rounds
 from memagent.schema import Message
 
 MODEL = "all-MiniLM-L6-v2"
+# the embedder's backend, as the library reads it (subprocesses inherit it): torch float32, or onnx / onnx-int8
+BACKEND = os.environ.get("MEMAGENT_EMBEDDER__BACKEND", "torch")
 K = 10
 SYSTEMS = ("memagent", "mem0", "chroma")
 
@@ -175,7 +179,8 @@ class Embedding:
 
     @classmethod
     def open(cls, cache_path: Path) -> Embedding:
-        model = TimedEmbedder(SentenceTransformerEmbedder(MODEL, device="cpu"))
+        config = EmbedderConfig(model=MODEL, backend=BACKEND, device="cpu")  # type: ignore[arg-type]
+        model = TimedEmbedder(embedder_from_config(config))
         return cls(model, TimedCache(model, cache_path))
 
 
@@ -357,8 +362,9 @@ def cells(system: str, workload: Workload, measured: dict[str, float], embed_ahe
 
 def notes(report: Report, workload: Workload, systems: Sequence[str], ahead: dict[str, tuple[int, float]]) -> None:
     done = ", ".join(f"{n:,} {kind} texts in {s:.1f} s ({n / max(s, 1e-9):.0f}/s)" for kind, (n, s) in ahead.items())
+    precision = "float32" if BACKEND == "torch" else f"{BACKEND} on onnxruntime"
     report(f"All systems share one embedding cache (sqlite, by content hash) in front of one {MODEL} (CPU, "
-           f"float32); each distinct text was embedded once before the systems ran ({done}). 'embed s' is the "
+           f"{precision}); each distinct text was embedded once before the systems ran ({done}). 'embed s' is the "
            "model time of the texts a system stores, 'store s' the rest of its ingest (cache lookups included); "
            "ingest rounds/s counts both. Each system runs in its own process: RSS includes torch and the model.")
     if workload.pool:
