@@ -62,7 +62,7 @@ class Question:
     corpus_ids: list[str]
     positions: list[list[int]]  # corpus positions of each round
     asked: float
-    window: tuple[float, float] | None  # the time range the question names (widened 2 days), if any
+    window: tuple[float, float] | None  # the time range the question names (widened as the library does), if any
 
 
 def prepare(items: Sequence[Any], cache: Path, embedder: Embedder) -> list[Question]:
@@ -91,7 +91,7 @@ def prepare(items: Sequence[Any], cache: Path, embedder: Embedder) -> list[Quest
         reading = read_time(item.question, asked, None)
         window = None
         if reading.range is not None:
-            widened = reading.range.widened(2.0)
+            widened = reading.range.widened(memory.config.retrieval.time_window_days)
             window = (to_epoch(widened.start), to_epoch(widened.end))
         dense_query = without_common_names(item.question, haystack.bm25, memory.config.retrieval.common_names)
         vector, raw = memory.embedder.embed_queries([dense_query, item.question])
