@@ -3,6 +3,7 @@ collection) moved into that layout on first open, nothing embedded again and not
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import chromadb
@@ -50,3 +51,17 @@ def test_reading_every_record_of_a_user_goes_past_one_page(memory: Memory, monke
                user_id="ana", session_id="s1")
     assert [r.round_index for r in memory.get_all(user_id="ana")] == [0, 1, 2, 3, 4]
     assert len(memory.search("three", user_id="ana", k=10)) == 5
+
+
+def test_writes_of_many_users_keep_chromas_write_log_short(make_memory, tmp_path: Path) -> None:
+    """Chroma keeps each write in its sqlite log until the collection's vector index is saved, and
+    every write scans that log; under Chroma's default (saved every 1,000 records) users with fewer
+    records keep everything in it and writes slow down as it grows. A user's collection is saved
+    every 50 records, so three users of 60 leave at most a few dozen rows each."""
+    memory = make_memory(path=tmp_path / "store")
+    for user in ("ana", "bo", "cy"):
+        rounds = [m for n in range(60) for m in exchange(f"{user} note number {n}")]
+        assert len(memory.add(rounds, user_id=user, session_id="s1")) == 60
+    log = sqlite3.connect(tmp_path / "store" / "chroma.sqlite3")
+    assert log.execute("select count(*) from embeddings_queue").fetchone()[0] < 60
+    assert len(memory.search("ana note number 7", user_id="ana", k=60)) == 60
