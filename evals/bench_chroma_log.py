@@ -4,8 +4,8 @@ collections, with Chroma's default index saving (every 1,000 records) or a lower
     python -m memagent_evals.bench_chroma_log --collections 1000 --records 100000 --sync-threshold 0
     python -m memagent_evals.bench_chroma_log --collections 1000 --records 100000 --sync-threshold 50
 
-Chroma keeps each write in a sqlite log until the collection's index is saved and scans that log on
-each write, so writes slow down while the log grows; this is why a memagent user's collection saves its
+Chroma keeps each write in a sqlite log until the collection's index is saved, and writes slow down
+while that log grows; this is why a memagent user's collection saves its
 index every 50 records (``memagent/store/chroma.py``). Random vectors and short made-up documents;
 no embedder runs.
 """

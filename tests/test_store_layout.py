@@ -55,8 +55,8 @@ def test_reading_every_record_of_a_user_goes_past_one_page(memory: Memory, monke
 
 def test_writes_of_many_users_keep_chromas_write_log_short(make_memory, tmp_path: Path) -> None:
     """Chroma keeps each write in its sqlite log until the collection's vector index is saved, and
-    every write scans that log; under Chroma's default (saved every 1,000 records) users with fewer
-    records keep everything in it and writes slow down as it grows. A user's collection is saved
+    writes slow down as that log grows; under Chroma's default (saved every 1,000 records) users with
+    fewer records keep everything in it. A user's collection is saved
     every 50 records, so three users of 60 leave at most a few dozen rows each."""
     memory = make_memory(path=tmp_path / "store")
     for user in ("ana", "bo", "cy"):

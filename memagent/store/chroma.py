@@ -51,10 +51,10 @@ if sys.platform != "win32":
 _META_PREFIX = "meta_"  # user metadata keys are prefixed so they can never shadow ours
 Where = dict[str, Any]
 # Chroma keeps every write in a log (sqlite) until the collection's vector index is saved, every
-# ``sync_threshold`` records, and each write scans what the log holds: with many users under the default
-# 1,000 the log reaches users x 1,000 rows and writes slow down as it grows (1,000 users, 50 records an
-# add: 7 s per 10k records at first, 17 s by 100k; with 50, 8-11 s throughout). Set when a user's
-# collection is made; collections made earlier keep theirs.
+# ``sync_threshold`` records, and writes slow down as the log grows: with many users under the default
+# 1,000 the log reaches users x 1,000 rows (1,000 users, 50 records an add: 7 s per 10k records at
+# first, 17 s by 100k; with 50, 8-11 s throughout). Set when a user's collection is made; collections
+# made earlier keep theirs.
 _USER_INDEX = {"hnsw:sync_threshold": 50, "hnsw:batch_size": 50}
 
 
