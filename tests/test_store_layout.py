@@ -65,3 +65,15 @@ def test_writes_of_many_users_keep_chromas_write_log_short(make_memory, tmp_path
     log = sqlite3.connect(tmp_path / "store" / "chroma.sqlite3")
     assert log.execute("select count(*) from embeddings_queue").fetchone()[0] < 60
     assert len(memory.search("ana note number 7", user_id="ana", k=60)) == 60
+
+
+def test_a_chat_of_one_exchange_per_add_keeps_chromas_write_log_short(make_memory, tmp_path: Path) -> None:
+    """A chat adds one exchange at a time, and each add also writes the user's version token to a
+    shared collection: both collections save their index every 50 writes, so 60 adds leave a few
+    dozen log rows, not the 120 that Chroma's default (every 1,000) would keep."""
+    memory = make_memory(path=tmp_path / "store")
+    for n in range(60):
+        memory.add(exchange(f"today's note number {n}"), user_id="dee", session_id="s1")
+    log = sqlite3.connect(tmp_path / "store" / "chroma.sqlite3")
+    assert log.execute("select count(*) from embeddings_queue").fetchone()[0] < 40
+    assert "note number 42\n" in memory.search("today's note number 42", user_id="dee", k=1)[0].record.value
