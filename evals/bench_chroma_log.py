@@ -3,6 +3,7 @@ collections, with Chroma's default index saving (every 1,000 records) or a lower
 
     python -m memagent_evals.bench_chroma_log --collections 1000 --records 100000 --sync-threshold 0
     python -m memagent_evals.bench_chroma_log --collections 1000 --records 100000 --sync-threshold 50
+    python -m memagent_evals.bench_chroma_log --collections 1 --records 3000 --per-write 1 --distinct-ids 200
 
 Chroma keeps each write in a sqlite log until the collection's index is saved, and writes slow down
 while that log grows; this is why a memagent user's collection saves its
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def run(collections: int, records: int, per_write: int, sync_threshold: int) -> None:
+def run(collections: int, records: int, per_write: int, sync_threshold: int, distinct_ids: int = 0) -> None:
     import chromadb
     from chromadb.config import Settings
 
@@ -39,7 +40,7 @@ def run(collections: int, records: int, per_write: int, sync_threshold: int) -> 
         print("| records written | s per 10k records |\n|---:|---:|")
         while written < records:
             for target in targets:
-                ids = [str(written + n) for n in range(per_write)]
+                ids = [str((written + n) % distinct_ids if distinct_ids else written + n) for n in range(per_write)]
                 target.upsert(ids=ids, embeddings=rng.standard_normal((per_write, 384)).astype(np.float32),
                               documents=[f"made-up note number {i}" for i in ids],
                               metadatas=[{"recorded_at": 1.0}] * per_write)
@@ -53,7 +54,8 @@ def run(collections: int, records: int, per_write: int, sync_threshold: int) -> 
         log = sqlite3.connect(f"{folder}/chroma.sqlite3")
         log_rows = log.execute("select count(*) from embeddings_queue").fetchone()[0]
         seconds = time.perf_counter() - started
-        print(f"\n{written:,} records in {seconds:.1f} s; rows left in the write log: {log_rows:,}")
+        print(f"\n{written:,} records in {seconds:.1f} s ({1000 * seconds * per_write / written:.1f} ms a write); "
+              f"rows left in the write log: {log_rows:,}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -64,8 +66,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--per-write", type=int, default=50, help="records per upsert")
     parser.add_argument("--sync-threshold", type=int, default=50, help="0: Chroma's default (1,000)")
+    parser.add_argument("--distinct-ids", type=int, default=0,
+                        help="write over this many ids again and again (memagent's version tokens); 0: new ids")
     args = parser.parse_args(argv)
-    run(args.collections, args.records, args.per_write, args.sync_threshold)
+    run(args.collections, args.records, args.per_write, args.sync_threshold, args.distinct_ids)
 
 
 if __name__ == "__main__":
