@@ -12,9 +12,13 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-COLUMNS = ["system", "rounds", "users", "rounds/add", "ingest rounds/s", "embed s", "store s", "first search ms",
-           "search p50 ms", "search p95 ms", "query embed p50 ms", "RSS start MiB", "RSS ingest MiB", "RSS search MiB"]
+from .bench_store import COLUMNS  # the columns bench_store writes
+
 SYSTEMS = ("memagent", "mem0", "chroma")
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", ""))
 
 
 def read_rows(markdown: str, smallest: int = 10_000) -> list[dict[str, str]]:
@@ -25,9 +29,9 @@ def read_rows(markdown: str, smallest: int = 10_000) -> list[dict[str, str]]:
         if len(cells) != len(COLUMNS) or cells[0] not in SYSTEMS:
             continue
         row = dict(zip(COLUMNS, cells))
-        if int(row["rounds"].replace(",", "")) >= smallest:
+        if _number(row["rounds"]) >= smallest:
             rows[(row["system"], row["rounds"], row["users"], row["rounds/add"])] = row
-    return sorted(rows.values(), key=lambda r: (int(r["rounds"].replace(",", "")), SYSTEMS.index(r["system"])))
+    return sorted(rows.values(), key=lambda r: (_number(r["rounds"]), SYSTEMS.index(r["system"])))
 
 
 def table(rows: Sequence[dict[str, str]]) -> str:
@@ -48,11 +52,11 @@ def plot(rows: Sequence[dict[str, str]], path: Path) -> None:
         mine = [r for r in rows if r["system"] == system]
         if not mine:
             continue
-        sizes = [int(r["rounds"].replace(",", "")) for r in mine]
-        line = axes[0].plot(sizes, [float(r["search p50 ms"]) for r in mine], marker="o", label=f"{system} p50")
-        axes[0].plot(sizes, [float(r["search p95 ms"]) for r in mine], marker="x", linestyle="--",
+        sizes = [_number(r["rounds"]) for r in mine]
+        line = axes[0].plot(sizes, [_number(r["search p50 ms"]) for r in mine], marker="o", label=f"{system} p50")
+        axes[0].plot(sizes, [_number(r["search p95 ms"]) for r in mine], marker="x", linestyle="--",
                      color=line[0].get_color(), label=f"{system} p95")
-        axes[1].plot(sizes, [float(r["RSS search MiB"].replace(",", "")) for r in mine], marker="o", label=system)
+        axes[1].plot(sizes, [_number(r["RSS search MiB"]) for r in mine], marker="o", label=system)
     axes[0].axhline(50, color="grey", linewidth=0.8, linestyle=":")
     axes[0].set(xscale="log", yscale="log", xlabel="rounds stored (1M: over 1,000 users)", ylabel="search ms",
                 title="search latency, query embedding included")
