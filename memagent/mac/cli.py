@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="steps over which each question's bank grows from its own document to the whole batch")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save-every", type=int, default=25)
+    train.add_argument("--minutes", type=float, default=None,
+                       help="stop (saving) after this many minutes of training, e.g. a leased GPU's time")
     train.add_argument("--device", default=None)
     train.add_argument("--init", type=Path, default=None,
                        help="start from this checkpoint's weights (e.g. synthetic pre-training before LoCoMo); "
@@ -64,9 +66,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{len(documents)} documents; {trainable:,} trainable parameters; LM {config.lm} frozen")
     started = time.perf_counter()
     log = train(model, documents, args.out, steps=args.steps, batch=args.batch, lr=args.lr, ramp=args.ramp,
-                seed=args.seed, save_every=args.save_every)
+                seed=args.seed, save_every=args.save_every, minutes=args.minutes)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-    summary = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "ramp": args.ramp, "data": str(args.data),
+    summary = {"steps": args.steps, "steps_done": log[-1]["step"] if log else None,
+               "batch": args.batch, "lr": args.lr, "ramp": args.ramp, "data": str(args.data),
                "init": None if args.init is None else str(args.init),
                "minutes_this_run": (time.perf_counter() - started) / 60, "peak_memory_mb": peak_mb,
                "last": log[-1] if log else None}

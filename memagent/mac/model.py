@@ -208,10 +208,15 @@ class MacModel(nn.Module):
 
 def load_frozen_lm(name: str, device: str | None = None) -> tuple[Any, Any]:
     """The LM and tokenizer a config names, on transformers (MAC needs its cache as tensors)."""
+    import torch
+
     from memagent.llm.load import load_llm
     from memagent.llm.local import LocalLLM
 
-    llm = load_llm(name, backend="transformers", **({"device": device} if device else {}))
+    # float32 everywhere: the prefix is trained against the LM's float32 activations (the CPU's), and a
+    # bfloat16 LM (the CUDA default) would change what it was trained on. TF32 matmuls keep CUDA fast.
+    torch.set_float32_matmul_precision("high")
+    llm = load_llm(name, backend="transformers", dtype="float32", **({"device": device} if device else {}))
     if not isinstance(llm, LocalLLM):
         raise ValueError(f"lm: {name!r} did not load as an in-process transformers model")
     return llm.model, llm.tokenizer

@@ -93,11 +93,13 @@ def step_loss(model: MacModel, batch: Sequence[tuple[Document, int]], rng: rando
 
 def train(model: MacModel, documents: Sequence[Document], out: Path, *, steps: int, batch: int = 16,
           lr: float = 1e-4, ramp: int = 0, seed: int = 0, save_every: int = 100,
-          progress: bool = True) -> list[dict[str, Any]]:
+          minutes: float | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Train for ``steps`` steps (resuming from ``out`` when it holds a run), saving every ``save_every``;
     returns the log rows (also appended to ``out/log.jsonl``). ``ramp``: over the first ``ramp`` steps
     each question's bank grows from its own document alone to the whole batch (a curriculum: first
-    learn to carry a document's facts to the LM, then to find the document among others)."""
+    learn to carry a document's facts to the LM, then to find the document among others). ``minutes``:
+    stop (and save) once this run has trained that long, wherever the step count is (a leased GPU's
+    time); the schedule stays the one of ``steps``, so a rerun with more time resumes it."""
     from tqdm import tqdm
 
     rng, parameters = random.Random(seed), [p for p in model.parameters() if p.requires_grad]
@@ -120,12 +122,15 @@ def train(model: MacModel, documents: Sequence[Document], out: Path, *, steps: i
         window.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{sum(window) / len(window):.3f}")
-        if (step + 1) % save_every == 0 or step + 1 == steps:
+        out_of_time = minutes is not None and time.perf_counter() - started >= minutes * 60
+        if (step + 1) % save_every == 0 or step + 1 == steps or out_of_time:
             row = {"step": step + 1, "loss": sum(window) / len(window), "seconds": time.perf_counter() - started,
                    "bank": bank_size or batch}
             log.append(row)
             window = []
             _save(model, optimizer, schedule, rng, out, row)
+        if out_of_time:
+            break
     bar.close()
     model.eval()
     return log

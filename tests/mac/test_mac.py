@@ -123,6 +123,15 @@ def test_training_lowers_the_loss_and_resumes(encoder: TokenEncoder, tmp_path: P
     assert more[-1]["loss"] < first[0]["loss"]
 
 
+def test_a_time_budget_stops_training_with_the_step_saved(encoder: TokenEncoder, tmp_path: Path) -> None:
+    rows = train(make_model(encoder), DOCUMENTS, tmp_path, steps=500, batch=4, lr=1e-3, save_every=100,
+                 minutes=0.0, progress=False)
+    assert [row["step"] for row in rows] == [1]  # out of time after the first step, saved there
+    more = train(make_model(encoder), DOCUMENTS, tmp_path, steps=3, batch=4, lr=1e-3, save_every=100,
+                 progress=False)
+    assert [row["step"] for row in more] == [3]  # a rerun resumes from the saved step
+
+
 def test_bad_settings_and_rows_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="window"):
         MacConfig(window=1)
