@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from memagent.mac.blocks import Resampler
+from memagent.mac.blocks import Resampler, sentence_key
 from memagent.mac.config import MacConfig
 
 
@@ -53,8 +53,14 @@ class Amortizer(nn.Module):
         # a projection only when the encoder is not as wide as the networks
         self.project = nn.Identity() if encoder_width == config.width else nn.Linear(encoder_width, config.width)
         self.resample = Resampler(config.tokens, config.width, config.heads, config.amortizer_blocks)
+        self.match = config.match
+        if config.match and encoder_width != config.width:
+            raise ValueError(f"match: the frozen key is stored as a bank vector, so width must be the "
+                             f"encoder's ({encoder_width}), got {config.width}")
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """states [B, N, d_enc], mask [B, N] -> [B, T, width]."""
+        """states [B, N, d_enc], mask [B, N] -> [B, T, width] (``match``: [B, 1 + T, width], the frozen key first)."""
         out: torch.Tensor = self.resample(self.project(states), mask)
+        if self.match:
+            out = torch.cat([sentence_key(states, mask)[:, None], out], dim=1)
         return out

@@ -16,11 +16,16 @@ class CrossAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
     def forward(self, queries: torch.Tensor, context: torch.Tensor,
-                padding: torch.Tensor | None = None) -> torch.Tensor:
-        """queries [B, T, d], context [B, N, d], padding [B, N] True where the context is padding."""
+                padding: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """queries [B, T, d], context [B, N, d], padding [B, N] True where the context is padding, bias
+        [B, N] added to every query's attention logits over the context."""
         context = self.norm_context(context)
+        mask = None
+        if bias is not None:  # [B·heads, T, N], the layout MultiheadAttention takes
+            heads = self.attention.num_heads
+            mask = bias[:, None, None, :].expand(-1, heads, queries.shape[1], -1).flatten(0, 1)
         attended, _ = self.attention(self.norm_query(queries), context, context, key_padding_mask=padding,
-                                     need_weights=False)
+                                     attn_mask=mask, need_weights=False)
         queries = queries + attended
         out: torch.Tensor = queries + self.mlp(self.norm_mlp(queries))
         return out
@@ -43,3 +48,11 @@ class Resampler(nn.Module):
             out = block(out, states, padding=mask == 0)
         normed: torch.Tensor = self.norm(out)
         return normed
+
+
+def sentence_key(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The frozen encoder's sentence embedding from its token states [B, N, d] and mask [B, N]: the
+    masked mean, unit length (MiniLM's own pooling) -> [B, d]."""
+    weights = mask.to(states.dtype)[..., None]
+    mean = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return torch.nn.functional.normalize(mean, dim=-1)

@@ -31,8 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--init", type=Path, default=None,
                        help="start from this checkpoint's weights (e.g. synthetic pre-training before LoCoMo); "
                             "its settings are taken, the options below are ignored")
-    for field in fields(MacConfig):  # every setting of the networks, e.g. --tokens 8 --lm NAME
-        train.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
+    for field in fields(MacConfig):  # every setting of the networks, e.g. --tokens 8 --lm NAME --match
+        flag = f"--{field.name.replace('_', '-')}"
+        if isinstance(field.default, bool):
+            train.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+        else:
+            train.add_argument(flag, type=type(field.default), default=field.default)
     train.set_defaults(run=cmd_train)
     evaluate = commands.add_parser("eval", help="MAC against no memory, the gold document and retrieval (EM, F1)",
                                    add_help=False)

@@ -22,6 +22,15 @@ class MacConfig:
     window: int = 16  # banks larger than this are aggregated window by window (MAC's hierarchical aggregation)
     backprop_fraction: float = 0.25  # MAC's backprop dropout: the share of a batch's documents amortized with gradients
     hierarchy_p: float = 0.1  # chance per step of aggregating twice, so the aggregator learns to read its own output
+    # Not in MAC: each bank entry also keeps the frozen encoder's sentence embedding of its document (one
+    # more vector), and the aggregator's attention to an entry is raised by its cosine with the
+    # question's (a learnt scale). MAC's plain cross-attention learnt no selection in 2,500 GPU steps.
+    match: bool = False
+
+    @property
+    def bank_tokens(self) -> int:
+        """Vectors stored per document: T, and the frozen key first when ``match``."""
+        return self.tokens + int(self.match)
 
     def __post_init__(self) -> None:
         for name in ("tokens", "width", "heads", "amortizer_blocks", "aggregator_blocks", "max_doc_tokens", "window"):

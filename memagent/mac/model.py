@@ -88,8 +88,9 @@ class MacModel(nn.Module):
         question = self.aggregator.encode_question(states.to(self.device), mask.to(self.device))
         if window == 0:
             tokens: torch.Tensor = self.aggregator(question, bank)
-            return tokens
-        return self.aggregator.hierarchical(question, bank, window)
+        else:
+            tokens = self.aggregator.hierarchical(question, bank, window)
+        return tokens[:, 1:] if self.config.match else tokens  # the prefix reads the T tokens, not the key
 
     # --- the frozen LM with a prefix ------------------------------------------------------------------------
 

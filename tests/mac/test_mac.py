@@ -101,6 +101,45 @@ def test_a_hierarchy_wider_than_the_bank_is_the_flat_aggregation(encoder: TokenE
     assert windowed.shape == flat.shape and not torch.allclose(windowed, flat)
 
 
+MATCH = MacConfig(**{**CONFIG.__dict__, "match": True})
+
+
+def test_match_keeps_each_documents_frozen_sentence_embedding_first(encoder: TokenEncoder) -> None:
+    model = make_model(encoder, config=MATCH)
+    bank = model.amortize([d.text for d in DOCUMENTS])
+    assert bank.shape == (4, MATCH.tokens + 1, MATCH.width) and MATCH.bank_tokens == MATCH.tokens + 1
+    pooled = torch.tensor(encoder.model.encode([d.text for d in DOCUMENTS]))  # MiniLM's own sentence embedding
+    torch.testing.assert_close(bank[:, 0], torch.nn.functional.normalize(pooled, dim=-1), atol=1e-5, rtol=1e-4)
+    assert model.aggregate(["Where does Anna live?"], bank).shape == (1, MATCH.tokens, MATCH.width)
+
+
+def test_match_steers_the_aggregation_to_the_document_the_question_resembles(encoder: TokenEncoder) -> None:
+    model = make_model(encoder, config=MATCH).eval()
+    bank = model.amortize([d.text for d in DOCUMENTS])
+    question = ["Where does Anna live?"]  # DOCUMENTS[0] is about Anna
+    with torch.no_grad():
+        model.aggregator.match_scale.fill_(1e4)  # type: ignore[union-attr]  # a hard choice by cosine
+        chosen = model.aggregate(question, bank, window=0)
+        alone = model.aggregate(question, bank[:1], window=0)
+        model.aggregator.match_scale.fill_(0.0)  # type: ignore[union-attr]  # plain MAC attention
+        plain = model.aggregate(question, bank, window=0)
+    torch.testing.assert_close(chosen, alone, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(plain, alone, atol=1e-3)
+
+
+def test_match_reads_a_hierarchy_and_trains_its_scale(encoder: TokenEncoder) -> None:
+    model = make_model(encoder, config=MATCH)
+    bank = model.amortize([d.text for d in DOCUMENTS])
+    with torch.no_grad():
+        flat = model.aggregate(["Where is Dev now?"], bank, window=0)
+        wide = model.aggregate(["Where is Dev now?"], bank, window=4)
+        windowed = model.aggregate(["Where is Dev now?"], bank, window=2)
+    torch.testing.assert_close(flat, wide)
+    assert windowed.shape == flat.shape and not torch.allclose(windowed, flat)
+    step_loss(model, [(d, 0) for d in DOCUMENTS], random.Random(0)).backward()
+    assert model.aggregator.match_scale.grad is not None  # type: ignore[union-attr]
+
+
 def test_a_checkpoint_reads_back_the_same(encoder: TokenEncoder, tmp_path: Path) -> None:
     model = make_model(encoder, seed=3).eval()
     model.save(tmp_path)
@@ -208,3 +247,16 @@ def test_mac_train_refuses_bad_settings_before_loading_anything(tmp_path: Path) 
 
     with pytest.raises(SystemExit, match="window: must be at least 2"):
         main(["mac", "train", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "out"), "--window", "1"])
+
+
+def test_mac_train_takes_match_as_a_switch() -> None:
+    import argparse
+
+    from memagent.mac.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["train", "--data", "d.jsonl", "--out", "out"]
+    assert parser.parse_args([*base, "--match"]).match is True
+    assert parser.parse_args(base).match is False
+    assert parser.parse_args([*base, "--no-match"]).match is False
