@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from memagent.mac.blocks import CrossAttentionBlock, Resampler, sentence_key
+from memagent.mac.blocks import CrossAttentionBlock, Resampler, with_key
 from memagent.mac.config import MacConfig
 
 
@@ -28,7 +28,6 @@ class Aggregator(nn.Module):
                                     for _ in range(config.aggregator_blocks))
         self.norm = nn.LayerNorm(config.width)
         self.window = config.window
-        self.match = config.match
         # the cosine's scale: at 20, a key 0.2 closer gets e^4 ≈ 55× the attention (learnt from there)
         self.match_scale = nn.Parameter(torch.tensor(20.0)) if config.match else None
 
@@ -36,9 +35,7 @@ class Aggregator(nn.Module):
         """Question token states [Q, N, d_enc] -> the question's own T tokens [Q, T, width] (``match``:
         [Q, 1 + T, width], its frozen key first)."""
         out: torch.Tensor = self.question(self.project(states), mask)
-        if self.match:
-            out = torch.cat([sentence_key(states, mask)[:, None], out], dim=1)
-        return out
+        return with_key(out, states, mask) if self.match_scale is not None else out
 
     def forward(self, question: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
         """question [Q, T, width] (from ``encode_question``), bank [Q, S, T, width] or [S, T, width]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from memagent.mac.blocks import Resampler, sentence_key
+from memagent.mac.blocks import Resampler, with_key
 from memagent.mac.config import MacConfig
 
 
@@ -61,6 +61,4 @@ class Amortizer(nn.Module):
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """states [B, N, d_enc], mask [B, N] -> [B, T, width] (``match``: [B, 1 + T, width], the frozen key first)."""
         out: torch.Tensor = self.resample(self.project(states), mask)
-        if self.match:
-            out = torch.cat([sentence_key(states, mask)[:, None], out], dim=1)
-        return out
+        return with_key(out, states, mask) if self.match else out

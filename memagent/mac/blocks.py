@@ -56,3 +56,8 @@ def sentence_key(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weights = mask.to(states.dtype)[..., None]
     mean = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
     return torch.nn.functional.normalize(mean, dim=-1)
+
+
+def with_key(tokens: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``tokens`` [B, T, d] with the frozen sentence embedding of ``states`` put first -> [B, 1 + T, d]."""
+    return torch.cat([sentence_key(states, mask)[:, None], tokens], dim=1)
