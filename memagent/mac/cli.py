@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--lr", type=float, default=2e-4)
     train.add_argument("--ramp", type=int, default=0,
                        help="steps over which each question's bank grows from its own document to the whole batch")
+    train.add_argument("--cooldown", type=int, default=0,
+                       help="the learning rate falls linearly to zero over the last that many steps")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save-every", type=int, default=25)
     train.add_argument("--minutes", type=float, default=None,
@@ -70,10 +72,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{len(documents)} documents; {trainable:,} trainable parameters; LM {config.lm} frozen")
     started = time.perf_counter()
     log = train(model, documents, args.out, steps=args.steps, batch=args.batch, lr=args.lr, ramp=args.ramp,
-                seed=args.seed, save_every=args.save_every, minutes=args.minutes)
+                cooldown=args.cooldown, seed=args.seed, save_every=args.save_every, minutes=args.minutes)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
     summary = {"steps": args.steps, "steps_done": log[-1]["step"] if log else None,
-               "batch": args.batch, "lr": args.lr, "ramp": args.ramp, "data": str(args.data),
+               "batch": args.batch, "lr": args.lr, "ramp": args.ramp, "cooldown": args.cooldown, "data": str(args.data),
                "init": None if args.init is None else str(args.init),
                "minutes_this_run": (time.perf_counter() - started) / 60, "peak_memory_mb": peak_mb,
                "last": log[-1] if log else None}

@@ -4,7 +4,8 @@ A step takes a batch of documents, one question about each; the batch's document
 question aggregates from, so a question must find its own document among the others. Backprop
 dropout: only ``backprop_fraction`` of the documents are amortized with gradients, the rest under
 no_grad, which bounds memory by a fraction of the batch. Adam, constant learning rate after a 1%
-warm-up. Checkpoints (with the optimizer) are written as it goes and a rerun resumes from the last.
+warm-up (optionally falling to zero over a last stretch: a cool-down, which MAC does not use).
+Checkpoints (with the optimizer) are written as it goes and a rerun resumes from the last.
 """
 
 from __future__ import annotations
@@ -91,21 +92,30 @@ def step_loss(model: MacModel, batch: Sequence[tuple[Document, int]], rng: rando
     return model.loss(questions, answers, model.aggregate(questions, bank, window))
 
 
+def lr_factor(step: int, steps: int, cooldown: int = 0) -> float:
+    """The learning rate at ``step`` as a share of the set one: up over a 1% warm-up (MAC), then
+    constant, then down linearly to zero over the last ``cooldown`` steps."""
+    warmup = max(1, steps // 100)
+    tail = (steps - step) / cooldown if cooldown > 0 else 1.0
+    return max(0.0, min(1.0, (step + 1) / warmup, tail))
+
+
 def train(model: MacModel, documents: Sequence[Document], out: Path, *, steps: int, batch: int = 16,
-          lr: float = 1e-4, ramp: int = 0, seed: int = 0, save_every: int = 100,
+          lr: float = 1e-4, ramp: int = 0, cooldown: int = 0, seed: int = 0, save_every: int = 100,
           minutes: float | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Train for ``steps`` steps (resuming from ``out`` when it holds a run), saving every ``save_every``;
     returns the log rows (also appended to ``out/log.jsonl``). ``ramp``: over the first ``ramp`` steps
     each question's bank grows from its own document alone to the whole batch (a curriculum: first
-    learn to carry a document's facts to the LM, then to find the document among others). ``minutes``:
+    learn to carry a document's facts to the LM, then to find the document among others). ``cooldown``:
+    the learning rate falls to zero over the last that many steps; the schedule is a function of the
+    step, so a run resumed with more ``steps`` and a cool-down decays from where it stands. ``minutes``:
     stop (and save) once this run has trained that long, wherever the step count is (a leased GPU's
     time); the schedule stays the one of ``steps``, so a rerun with more time resumes it."""
     from tqdm import tqdm
 
     rng, parameters = random.Random(seed), [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=lr)
-    warmup = max(1, steps // 100)  # MAC: constant after a 1% warm-up
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cooldown))
     start = _resume(model, optimizer, schedule, rng, out)
     stream = batches(documents, batch, rng)
     log, window, started = [], [], time.perf_counter()

@@ -15,7 +15,7 @@ from memagent.mac import Document, MacConfig, MacModel, read_documents, train
 from memagent.mac.amortizer import TokenEncoder
 from memagent.mac.bank import MemoryBank, bank_path, checkpoint_id, session_chunks
 from memagent.mac.prefix import after_prefix
-from memagent.mac.train import step_loss
+from memagent.mac.train import lr_factor, step_loss
 from tests.llm.tiny import tiny_model, tiny_tokenizer
 
 CONFIG = MacConfig(lm="tiny", tokens=4, heads=4, amortizer_blocks=1, aggregator_blocks=1, window=2)
@@ -169,6 +169,12 @@ def test_a_time_budget_stops_training_with_the_step_saved(encoder: TokenEncoder,
     more = train(make_model(encoder), DOCUMENTS, tmp_path, steps=3, batch=4, lr=1e-3, save_every=100,
                  progress=False)
     assert [row["step"] for row in more] == [3]  # a rerun resumes from the saved step
+
+
+def test_the_learning_rate_warms_up_holds_and_cools_down() -> None:
+    assert [lr_factor(s, 1000) for s in (0, 4, 9, 10, 999)] == [0.1, 0.5, 1.0, 1.0, 1.0]  # 1% warm-up
+    assert [lr_factor(s, 1200, cooldown=300) for s in (899, 900, 1050, 1199)] == [1.0, 1.0, 0.5, 1 / 300]
+    assert lr_factor(1200, 1200, cooldown=300) == 0.0
 
 
 def test_bad_settings_and_rows_name_the_field(tmp_path: Path) -> None:
