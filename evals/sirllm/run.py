@@ -68,6 +68,12 @@ def run_episode(stream: StreamingLM, turns: ChatTurns, steps: Sequence[Step], gr
     return {"counts": counts, **({"rps": outcome} if steps and steps[0].user_move is not None else {})}
 
 
+def _setup_line(path: Path) -> dict[str, Any] | None:
+    with path.open(encoding="utf-8") as journal:
+        first = journal.readline()
+    return json.loads(first)["setup"] if first.strip() else None
+
+
 def _journal(path: Path, setup: dict[str, Any]) -> dict[int, dict[str, Any]]:
     if path.exists() and path.stat().st_size:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -108,11 +114,15 @@ def main(args: argparse.Namespace) -> int:
     turns = ChatTurns(llm.tokenizer)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
-    for label in args.policies:
+
+    def setup_of(label: str) -> tuple[CachePolicy, str, dict[str, Any]]:
         kind, scorer = POLICIES[label]
         policy = CachePolicy(kind, start=args.start, budget=budget, decay=decay if kind == "sirllm" else 1.0)  # type: ignore[arg-type]
-        setup = {"task": args.task, "data": args.data.name, "model": llm.name, "policy": policy.__dict__,
-                 "scorer": scorer, "distractors": not args.no_distractors, "rounds": args.rounds}
+        return policy, scorer, {"task": args.task, "data": args.data.name, "model": llm.name, "policy": policy.__dict__,
+                                "scorer": scorer, "distractors": not args.no_distractors, "rounds": args.rounds}
+
+    for label in args.policies:
+        policy, scorer, setup = setup_of(label)
         done = _journal(args.out / f"{label}.jsonl", setup)
         stream = StreamingLM(llm.model, policy, scorer)  # type: ignore[arg-type]
         todo = [(n, steps) for n, steps in enumerate(all_episodes) if n not in done]
@@ -128,6 +138,13 @@ def main(args: argparse.Namespace) -> int:
                 bar.update(len(steps))
         bar.close()
         results[label] = totals([done[n] for n in range(len(all_episodes)) if n in done])
+    # the table also shows the other policies already journalled in --out with this setup (earlier runs)
+    for label in POLICIES:
+        path = args.out / f"{label}.jsonl"
+        if label not in results and path.exists() and _setup_line(path) == setup_of(label)[2]:
+            done = _journal(path, setup_of(label)[2])
+            results[label] = totals([done[n] for n in range(len(all_episodes)) if n in done])
+    results = {label: results[label] for label in POLICIES if label in results}
     summary = {"task": args.task, "data": args.data.name, "model": llm.name, "start": args.start, "budget": budget,
                "decay": decay, "episodes": len(all_episodes), "distractors": not args.no_distractors,
                "date": f"{datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC", "results": results}
@@ -155,14 +172,14 @@ def _value(result: dict[str, Any], key: str) -> float | None:
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     columns = _columns(summary["task"])
-    head = ["policy", *(name for _key, name in columns), "evicted / episode", "s / turn"]
+    head = ["policy", "episodes", *(name for _key, name in columns), "evicted / episode", "s / turn"]
     lines = [f"# SirLLM {summary['task']}: {summary['model']}, cache {summary['start']} + {summary['budget']}, "
              f"decay {summary['decay']}, {summary['episodes']} episodes"
              + ("" if summary["distractors"] else " (no distractors)"), "",
              "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for label, result in summary["results"].items():
         cells = [f"{v:.3f}" if (v := _value(result, key)) is not None else "-" for key, _name in columns]
-        lines.append(f"| {label} | " + " | ".join(cells)
+        lines.append(f"| {label} | {result['episodes']} | " + " | ".join(cells)
                      + f" | {result['evicted_per_episode']:.0f} | {result['seconds_per_step']:.2f} |")
     return "\n".join(lines) + "\n"
 

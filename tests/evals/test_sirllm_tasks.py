@@ -83,3 +83,23 @@ def test_a_grocery_episode_streams_through_a_small_cache_and_totals_add_up(tmp_p
     assert result["recall"]["n"] == 2 and result["commonsense"]["n"] == 6 and result["episodes"] == 2
     assert 0.0 <= result["recall"]["accuracy"] <= 1.0
     assert result["seconds_per_step"] == pytest.approx(2 / 10)
+
+
+def test_the_summary_shows_every_policy_journalled_with_the_same_setup(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from memagent_evals.cli import main
+
+    import memagent.llm.load
+    from tests.llm.tiny import tiny_llm
+
+    monkeypatch.setattr(memagent.llm.load, "load_llm", lambda *_a, **_k: tiny_llm())
+    data, out = grocery_file(tmp_path), tmp_path / "out"
+    common = ["sirllm", "--task", "grocery", "--data", str(data), "--budget", "60", "--out", str(out)]
+    assert main([*common, "--policies", "streaming"]) == 0
+    assert main([*common, "--policies", "full", "--episodes", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["results"]) == ["full", "streaming"]  # the earlier run's policy too, in a fixed order
+    assert summary["results"]["streaming"]["episodes"] == 1  # counted over this run's first episode only
+    assert "| streaming | 1 |" in (out / "summary.md").read_text()
+    assert main([*common, "--policies", "sirllm", "--budget", "80"]) == 0  # another budget: another setup
+    assert list(json.loads((out / "summary.json").read_text())["results"]) == ["sirllm"]
