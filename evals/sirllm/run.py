@@ -44,6 +44,8 @@ def add_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--policies", nargs="+", choices=sorted(POLICIES), default=sorted(POLICIES))
     sub.add_argument("--start", type=int, default=4, help="start (sink) tokens")
     sub.add_argument("--budget", type=int, default=None, help="entropy budget (default: the paper's for the task)")
+    sub.add_argument("--recent", type=int, default=0,
+                     help="tokens kept by recency on top of the budget (the paper's code: 0); SirLLM fills them last")
     sub.add_argument("--decay", type=float, default=None, help="decay ratio (default: the paper's for the task)")
     sub.add_argument("--episodes", type=int, default=None, help="only the first N episodes")
     sub.add_argument("--rounds", type=int, default=None, help="only the first N steps of each episode (rps)")
@@ -117,7 +119,8 @@ def main(args: argparse.Namespace) -> int:
 
     def setup_of(label: str) -> tuple[CachePolicy, str, dict[str, Any]]:
         kind, scorer = POLICIES[label]
-        policy = CachePolicy(kind, start=args.start, budget=budget, decay=decay if kind == "sirllm" else 1.0)  # type: ignore[arg-type]
+        policy = CachePolicy(kind, start=args.start, budget=budget, recent=args.recent,  # type: ignore[arg-type]
+                             decay=decay if kind == "sirllm" else 1.0)
         return policy, scorer, {"task": args.task, "data": args.data.name, "model": llm.name, "policy": policy.__dict__,
                                 "scorer": scorer, "distractors": not args.no_distractors, "rounds": args.rounds}
 
@@ -146,8 +149,9 @@ def main(args: argparse.Namespace) -> int:
             results[label] = totals([done[n] for n in range(len(all_episodes)) if n in done])
     results = {label: results[label] for label in POLICIES if label in results}
     summary = {"task": args.task, "data": args.data.name, "model": llm.name, "start": args.start, "budget": budget,
-               "decay": decay, "episodes": len(all_episodes), "distractors": not args.no_distractors,
-               "date": f"{datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC", "results": results}
+               "recent": args.recent, "decay": decay, "episodes": len(all_episodes),
+               "distractors": not args.no_distractors, "date": f"{datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC",
+               "results": results}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     text = summary_markdown(summary)
     (args.out / "summary.md").write_text(text, encoding="utf-8")
@@ -170,10 +174,15 @@ def _value(result: dict[str, Any], key: str) -> float | None:
     return result.get(key, {}).get("accuracy")
 
 
+def _cache(summary: dict[str, Any]) -> str:
+    recent = summary.get("recent", 0)
+    return f"{summary['start']} + {summary['budget']}" + (f" + {recent} recent" if recent else "")
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     columns = _columns(summary["task"])
     head = ["policy", "episodes", *(name for _key, name in columns), "evicted / episode", "s / turn"]
-    lines = [f"# SirLLM {summary['task']}: {summary['model']}, cache {summary['start']} + {summary['budget']}, "
+    lines = [f"# SirLLM {summary['task']}: {summary['model']}, cache {_cache(summary)}, "
              f"decay {summary['decay']}, {summary['episodes']} episodes"
              + ("" if summary["distractors"] else " (no distractors)"), "",
              "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
@@ -199,7 +208,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.set_xticks([c + width * (len(labels) - 1) / 2 for c in range(len(columns))], [name for _k, name in columns])
     ax.set_ylim(0, 1)
     ax.set_ylabel("rate")
-    ax.set_title(f"{summary['task']}: {summary['model']}, cache {summary['start']}+{summary['budget']}", fontsize=9)
+    ax.set_title(f"{summary['task']}: {summary['model']}, cache {_cache(summary)}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

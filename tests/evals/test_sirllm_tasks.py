@@ -101,5 +101,7 @@ def test_the_summary_shows_every_policy_journalled_with_the_same_setup(tmp_path:
     assert list(summary["results"]) == ["full", "streaming"]  # the earlier run's policy too, in a fixed order
     assert summary["results"]["streaming"]["episodes"] == 1  # counted over this run's first episode only
     assert "| streaming | 1 |" in (out / "summary.md").read_text()
-    assert main([*common, "--policies", "sirllm", "--budget", "80"]) == 0  # another budget: another setup
+    assert main([*common, "--policies", "sirllm", "--recent", "8"]) == 0  # recent tokens too: another setup
     assert list(json.loads((out / "summary.json").read_text())["results"]) == ["sirllm"]
+    assert "cache 4 + 60 + 8 recent" in (out / "summary.md").read_text()
+    assert json.loads((out / "sirllm.jsonl").read_text().splitlines()[0])["setup"]["policy"]["recent"] == 8
