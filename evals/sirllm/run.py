@@ -4,7 +4,8 @@
         --model qwen2.5-coder-0.5b-instruct --budget 252 --episodes 100 --out evals/results/sirllm_grocery
 
 Each policy's episodes go to ``<out>/<policy>.jsonl`` as they finish (a rerun resumes), then a table
-(``summary.md``, ``summary.json``) and a plot (``sirllm.png``).
+(``summary.md``, ``summary.json``) and a plot (``sirllm.png``) of every policy journalled there with
+the same setup; ``--report`` writes only those, loading no model.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def add_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--no-distractors", action="store_true",
                      help="grocery without the commonsense questions (the gate: can the model recall at all)")
     sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--report", action="store_true",
+                     help="only write the table and plot from the journals in --out (--model as they name it)")
 
 
 def run_episode(stream: StreamingLM, turns: ChatTurns, steps: Sequence[Step], greedy_first: bool) -> dict[str, Any]:
@@ -103,6 +106,23 @@ def totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _run(stream: StreamingLM, turns: ChatTurns, all_episodes: Sequence[Sequence[Step]], journal: Path,
+         setup: dict[str, Any], label: str, *, greedy_first: bool) -> None:
+    """Stream the episodes not yet in ``journal`` through one policy, each written as it ends."""
+    done = _journal(journal, setup)
+    todo = [(n, steps) for n, steps in enumerate(all_episodes) if n not in done]
+    bar = tqdm(total=sum(len(s) for _n, s in todo), desc=label, unit="turn")
+    with journal.open("a", encoding="utf-8") as sink:
+        for n, steps in todo:
+            started, evicted = time.perf_counter(), stream.evicted
+            row = run_episode(stream, turns, steps, greedy_first=greedy_first)
+            row |= {"episode": n, "seconds": time.perf_counter() - started, "evicted": stream.evicted - evicted}
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            bar.update(len(steps))
+    bar.close()
+
+
 def main(args: argparse.Namespace) -> int:
     from memagent.llm.load import load_llm
     from memagent.llm.local import LocalLLM
@@ -110,45 +130,33 @@ def main(args: argparse.Namespace) -> int:
     budget, decay = args.budget or PAPER[args.task][0], args.decay or PAPER[args.task][1]
     all_episodes = [steps[: args.rounds] for steps in islice(episodes(args.task, args.data, not args.no_distractors),
                                                                args.episodes)]
-    llm = load_llm(args.model, backend="transformers")
-    assert isinstance(llm, LocalLLM)
+    llm = None if args.report else load_llm(args.model, backend="transformers")
     torch.set_num_threads(torch.get_num_threads())
-    turns = ChatTurns(llm.tokenizer)
+    model_name = args.model if llm is None else llm.name
     args.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {}
 
     def setup_of(label: str) -> tuple[CachePolicy, str, dict[str, Any]]:
         kind, scorer = POLICIES[label]
         policy = CachePolicy(kind, start=args.start, budget=budget, recent=args.recent,  # type: ignore[arg-type]
                              decay=decay if kind == "sirllm" else 1.0)
-        return policy, scorer, {"task": args.task, "data": args.data.name, "model": llm.name, "policy": policy.__dict__,
-                                "scorer": scorer, "distractors": not args.no_distractors, "rounds": args.rounds}
+        return policy, scorer, {"task": args.task, "data": args.data.name, "model": model_name,
+                                "policy": policy.__dict__, "scorer": scorer, "distractors": not args.no_distractors,
+                                "rounds": args.rounds}
 
-    for label in args.policies:
-        policy, scorer, setup = setup_of(label)
-        done = _journal(args.out / f"{label}.jsonl", setup)
-        stream = StreamingLM(llm.model, policy, scorer)  # type: ignore[arg-type]
-        todo = [(n, steps) for n, steps in enumerate(all_episodes) if n not in done]
-        bar = tqdm(total=sum(len(s) for _n, s in todo), desc=label, unit="turn")
-        with (args.out / f"{label}.jsonl").open("a", encoding="utf-8") as sink:
-            for n, steps in todo:
-                started, evicted = time.perf_counter(), stream.evicted
-                row = run_episode(stream, turns, steps, greedy_first=args.task != "rps")
-                row |= {"episode": n, "seconds": time.perf_counter() - started, "evicted": stream.evicted - evicted}
-                sink.write(json.dumps(row) + "\n")
-                sink.flush()
-                done[n] = row
-                bar.update(len(steps))
-        bar.close()
-        results[label] = totals([done[n] for n in range(len(all_episodes)) if n in done])
-    # the table also shows the other policies already journalled in --out with this setup (earlier runs)
+    if llm is not None:
+        assert isinstance(llm, LocalLLM)
+        for label in args.policies:
+            policy, scorer, setup = setup_of(label)
+            _run(StreamingLM(llm.model, policy, scorer), ChatTurns(llm.tokenizer), all_episodes,  # type: ignore[arg-type]
+                 args.out / f"{label}.jsonl", setup, label, greedy_first=args.task != "rps")
+    # the table shows every policy journalled in --out with this setup, this run's and earlier runs'
+    results: dict[str, Any] = {}
     for label in POLICIES:
         path = args.out / f"{label}.jsonl"
-        if label not in results and path.exists() and _setup_line(path) == setup_of(label)[2]:
+        if path.exists() and _setup_line(path) == setup_of(label)[2]:
             done = _journal(path, setup_of(label)[2])
             results[label] = totals([done[n] for n in range(len(all_episodes)) if n in done])
-    results = {label: results[label] for label in POLICIES if label in results}
-    summary = {"task": args.task, "data": args.data.name, "model": llm.name, "start": args.start, "budget": budget,
+    summary = {"task": args.task, "data": args.data.name, "model": model_name, "start": args.start, "budget": budget,
                "recent": args.recent, "decay": decay, "episodes": len(all_episodes),
                "distractors": not args.no_distractors, "date": f"{datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC",
                "results": results}

@@ -101,6 +101,12 @@ def test_the_summary_shows_every_policy_journalled_with_the_same_setup(tmp_path:
     assert list(summary["results"]) == ["full", "streaming"]  # the earlier run's policy too, in a fixed order
     assert summary["results"]["streaming"]["episodes"] == 1  # counted over this run's first episode only
     assert "| streaming | 1 |" in (out / "summary.md").read_text()
+    (out / "summary.json").unlink()
+    monkeypatch.setattr(memagent.llm.load, "load_llm", lambda *_a, **_k: pytest.fail("--report loads no model"))
+    assert main([*common, "--report", "--model", "tiny-llama"]) == 0
+    assert [(label, r["episodes"]) for label, r in json.loads((out / "summary.json").read_text())["results"].items()] \
+        == [("full", 1), ("streaming", 2)]
+    monkeypatch.setattr(memagent.llm.load, "load_llm", lambda *_a, **_k: tiny_llm())
     assert main([*common, "--policies", "sirllm", "--recent", "8"]) == 0  # recent tokens too: another setup
     assert list(json.loads((out / "summary.json").read_text())["results"]) == ["sirllm"]
     assert "cache 4 + 60 + 8 recent" in (out / "summary.md").read_text()
