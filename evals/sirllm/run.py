@@ -152,9 +152,9 @@ def main(args: argparse.Namespace) -> int:
     # the table shows every policy journalled in --out with this setup, this run's and earlier runs'
     results: dict[str, Any] = {}
     for label in POLICIES:
-        path = args.out / f"{label}.jsonl"
-        if path.exists() and _setup_line(path) == setup_of(label)[2]:
-            done = _journal(path, setup_of(label)[2])
+        path, setup = args.out / f"{label}.jsonl", setup_of(label)[2]
+        if path.exists() and _setup_line(path) == setup:
+            done = _journal(path, setup)
             results[label] = totals([done[n] for n in range(len(all_episodes)) if n in done])
     summary = {"task": args.task, "data": args.data.name, "model": model_name, "start": args.start, "budget": budget,
                "recent": args.recent, "decay": decay, "episodes": len(all_episodes),
