@@ -236,6 +236,19 @@ def session_blocks(q: Question, *, per_session: int | None = None) -> list[int]:
     return first + sorted(rest, key=lambda r: -own.get(r, 0))
 
 
+def session_head(q: Question, *, n: int = 5, **options: Any) -> list[int]:
+    """The default's order with a head of ``n`` rounds from ``n`` sessions: the best round (by the
+    default) of each of ``fused_sessions``' first ``n``, in that order."""
+    h, order = q.haystack, library(q, **options)
+    head: list[int] = []
+    for g in fused_sessions(q)[:n]:
+        best = next((r for r in order if h.session_of[r] == g), None)
+        if best is not None:
+            head.append(best)
+    chosen = set(head)
+    return head + [r for r in order if r not in chosen]
+
+
 # --- scoring ---------------------------------------------------------------------------------------
 
 
@@ -282,6 +295,9 @@ DESIGNS: dict[str, tuple[str, Callable[[Question], list[int]]]] = {
     "sessions, best round by dense alone": ("sessions", lambda q: fused_sessions(q, use=("dense",))),
     "sessions (BM25 + best round dense/BM25, RRF)": ("sessions", fused_sessions),
     "sessions, + Rocchio dense PRF 0.6": ("sessions", lambda q: fused_sessions(q, rocchio=0.6)),
+    "session head: the best round of each of the first 5 fused sessions, then the default":
+        ("rounds", session_head),
+    "session head of 3": ("rounds", lambda q: session_head(q, n=3)),
     "session blocks (whole sessions in turn)": ("rounds", session_blocks),
     "session blocks, best 2 rounds of each first": ("rounds", lambda q: session_blocks(q, per_session=2)),
 }

@@ -52,6 +52,8 @@ def add_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--rounds", type=int, default=None, help="only the first N steps of each episode (rps)")
     sub.add_argument("--no-distractors", action="store_true",
                      help="grocery without the commonsense questions (the gate: can the model recall at all)")
+    sub.add_argument("--dtype", default="float32",
+                     help="the model's weights and cache (bfloat16: ~2.5x faster on a CPU with AMX; another setup)")
     sub.add_argument("--out", type=Path, required=True)
     sub.add_argument("--report", action="store_true",
                      help="only write the table and plot from the journals in --out (--model as they name it)")
@@ -130,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
     budget, decay = args.budget or PAPER[args.task][0], args.decay or PAPER[args.task][1]
     all_episodes = [steps[: args.rounds] for steps in islice(episodes(args.task, args.data, not args.no_distractors),
                                                                args.episodes)]
-    llm = None if args.report else load_llm(args.model, backend="transformers")
+    llm = None if args.report else load_llm(args.model, backend="transformers", dtype=args.dtype)
     torch.set_num_threads(torch.get_num_threads())
     model_name = args.model if llm is None else llm.name
     args.out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
         kind, scorer = POLICIES[label]
         policy = CachePolicy(kind, start=args.start, budget=budget, recent=args.recent,  # type: ignore[arg-type]
                              decay=decay if kind == "sirllm" else 1.0)
-        return policy, scorer, {"task": args.task, "data": args.data.name, "model": model_name,
+        return policy, scorer, {"task": args.task, "data": args.data.name, "model": model_name, "dtype": args.dtype,
                                 "policy": policy.__dict__, "scorer": scorer, "distractors": not args.no_distractors,
                                 "rounds": args.rounds}
 
@@ -156,7 +158,8 @@ def main(args: argparse.Namespace) -> int:
         if path.exists() and _setup_line(path) == setup:
             done = _journal(path, setup)
             results[label] = totals([done[n] for n in range(len(all_episodes)) if n in done])
-    summary = {"task": args.task, "data": args.data.name, "model": model_name, "start": args.start, "budget": budget,
+    summary = {"task": args.task, "data": args.data.name, "model": model_name, "dtype": args.dtype,
+               "start": args.start, "budget": budget,
                "recent": args.recent, "decay": decay, "episodes": len(all_episodes),
                "distractors": not args.no_distractors, "date": f"{datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC",
                "results": results}
@@ -190,7 +193,9 @@ def _cache(summary: dict[str, Any]) -> str:
 def summary_markdown(summary: dict[str, Any]) -> str:
     columns = _columns(summary["task"])
     head = ["policy", "episodes", *(name for _key, name in columns), "evicted / episode", "s / turn"]
-    lines = [f"# SirLLM {summary['task']}: {summary['model']}, cache {_cache(summary)}, "
+    dtype = summary.get("dtype", "float32")
+    lines = [f"# SirLLM {summary['task']}: {summary['model']}" + ("" if dtype == "float32" else f" ({dtype})")
+             + f", cache {_cache(summary)}, "
              f"decay {summary['decay']}, {summary['episodes']} episodes"
              + ("" if summary["distractors"] else " (no distractors)"), "",
              "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
@@ -208,6 +213,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     columns, labels = _columns(summary["task"]), list(summary["results"])
+    if not labels:  # no journal with this setup yet
+        return
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(columns) * len(labels) / 2, 3.6))
     width = 0.8 / max(1, len(labels))
     for n, label in enumerate(labels):

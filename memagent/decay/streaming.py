@@ -104,12 +104,16 @@ def shift_keys(keys: torch.Tensor, shift: torch.Tensor, rotary: Any) -> torch.Te
     Rotations compose, R(a + b) = R(a) R(b), so a key rotated for position p and then by (q − p)
     is the key for position q. The rotary's attention scaling (some rope types) is taken out: it
     was applied once already."""
-    cos, sin = rotary(keys, shift.reshape(1, -1).to(keys.device))
+    # in float32 whatever the cache holds: a kept key is rotated at every eviction, and bfloat16
+    # cos/sin and arithmetic would add their rounding each time instead of only the final cast's
+    # (the rotary returns cos/sin in its input's dtype)
+    exact = keys.float()
+    cos, sin = rotary(exact, shift.reshape(1, -1).to(keys.device))
     scale = float(getattr(rotary, "attention_scaling", 1.0))
-    cos, sin = (cos[:, None] / scale).to(keys.dtype), (sin[:, None] / scale).to(keys.dtype)
+    cos, sin = cos[:, None] / scale, sin[:, None] / scale
     if cos.shape[-1] != keys.shape[-1]:
         raise ValueError(f"rotary dim {cos.shape[-1]} is not the head dim {keys.shape[-1]} (partial rotary)")
-    shifted: torch.Tensor = keys * cos + rotate_half(keys) * sin
+    shifted: torch.Tensor = (exact * cos + rotate_half(exact) * sin).to(keys.dtype)
     return shifted
 
 
@@ -138,6 +142,7 @@ class StreamingLM:
         self._turn_ids: list[torch.Tensor] = []
         self._turn_logits: list[torch.Tensor] = []
         self._turn_previous: torch.Tensor | None = None
+        self._float_keys: list[torch.Tensor] | None = None  # a low-precision cache's keys, in float32
 
     @property
     def length(self) -> int:
@@ -161,6 +166,7 @@ class StreamingLM:
         out = self.model(input_ids=ids.reshape(1, -1).to(self.device), use_cache=True,
                          **{self._cache_arg: self.cache})
         logits: torch.Tensor = out.logits[0].float().cpu()
+        self._copy_keys(ids.numel())
         self._turn_ids.append(ids.cpu())
         self._turn_logits.append(logits)
         self._last_logits = logits[-1]
@@ -174,6 +180,8 @@ class StreamingLM:
         length, chunks, last = mark
         for layer in self._layers():
             layer.keys, layer.values = layer.keys[..., :length, :], layer.values[..., :length, :]
+        if self._float_keys is not None:
+            self._float_keys = [keys[..., :length, :] for keys in self._float_keys]
         del self._turn_ids[chunks:], self._turn_logits[chunks:]
         self._last_logits = last
 
@@ -237,11 +245,25 @@ class StreamingLM:
         """The cache's attention layers (each holds ``keys`` and ``values``, [batch, heads, n, head_dim])."""
         return list(self.cache.layers)
 
+    def _copy_keys(self, new: int) -> None:
+        """A bfloat16 or float16 cache: keep its keys in float32 too, so that the rotations of every
+        eviction compose in float32 and the cache takes one rounding, not one per eviction (~0.2% of
+        a key's norm each in bfloat16: 2% after ten evictions)."""
+        if self.rotary is None or self._layers()[0].keys.dtype == torch.float32:
+            return
+        keys = [layer.keys[..., -new:, :].float() for layer in self._layers()]
+        self._float_keys = keys if self._float_keys is None else [
+            torch.cat([old, more], dim=-2) for old, more in zip(self._float_keys, keys, strict=True)]
+
     def _evict(self, keep: torch.Tensor) -> None:
         shift = torch.arange(keep.numel()) - keep
-        for layer in self._layers():
+        for n, layer in enumerate(self._layers()):
             index = keep.to(layer.keys.device)
-            layer.keys = shift_keys(layer.keys[..., index, :], shift, self.rotary)
+            if self._float_keys is None:
+                layer.keys = shift_keys(layer.keys[..., index, :], shift, self.rotary)
+            else:
+                self._float_keys[n] = shift_keys(self._float_keys[n][..., index, :], shift, self.rotary)
+                layer.keys = self._float_keys[n].to(layer.keys.dtype)
             layer.values = layer.values[..., index, :]
         self.evicted += self.scores.numel() - keep.numel()
         self.scores = self.scores[keep]

@@ -60,6 +60,27 @@ def test_after_eviction_the_next_token_sees_the_kept_tokens_at_their_new_positio
     torch.testing.assert_close(stream.cache.layers[0].values, fresh.layers[0].values, atol=1e-4, rtol=0)
 
 
+@torch.inference_mode()
+def test_a_bfloat16_cache_takes_one_rounding_however_many_evictions_shift_a_key() -> None:
+    """One token a turn through a cache of 2 + 30: each kept key is shifted by one position at each
+    of ~30 evictions. Rotating the bfloat16 keys each time would drift by ~0.2% of their norm per
+    eviction; the float32 copies keep the first layer's keys as close to a fresh bfloat16 run over
+    the kept tokens as one rounding allows."""
+    model = tiny_qwen2().to(torch.bfloat16)
+    stream = StreamingLM(model, CachePolicy("streaming", start=2, budget=30))
+    ids = torch.randint(1, 300, (80,), generator=torch.Generator().manual_seed(0))
+    for token in ids:
+        stream.begin_turn(1)
+        stream.feed(token[None])
+        stream.end_turn()
+    assert stream.evicted == 80 - 32
+    fresh = DynamicCache()
+    model(input_ids=torch.cat([ids[:2], ids[-30:]])[None], cache=fresh, use_cache=True)
+    kept, plain = stream.cache.layers[0].keys.float(), fresh.layers[0].keys.float()
+    assert kept.dtype == torch.float32 and stream.cache.layers[0].keys.dtype == torch.bfloat16
+    assert float((kept - plain).norm() / plain.norm()) < 0.006
+
+
 def test_sirllm_keeps_the_sinks_the_top_scores_within_budget_minus_incoming_then_the_most_recent() -> None:
     scores = torch.tensor([0.1, 0.2, 9.0, 0.3, 8.0, 0.4, 7.0, 0.5, 0.6, 0.7])
     policy = CachePolicy("sirllm", start=2, budget=5, recent=0)  # size 7

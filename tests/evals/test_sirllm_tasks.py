@@ -111,3 +111,7 @@ def test_the_summary_shows_every_policy_journalled_with_the_same_setup(tmp_path:
     assert list(json.loads((out / "summary.json").read_text())["results"]) == ["sirllm"]
     assert "cache 4 + 60 + 8 recent" in (out / "summary.md").read_text()
     assert json.loads((out / "sirllm.jsonl").read_text().splitlines()[0])["setup"]["policy"]["recent"] == 8
+    # another dtype is another setup: the float32 journals are not in a bfloat16 table
+    assert main([*common, "--report", "--model", "tiny-llama", "--dtype", "bfloat16"]) == 0
+    assert json.loads((out / "summary.json").read_text())["results"] == {}
+    assert "tiny-llama (bfloat16)" in (out / "summary.md").read_text()
