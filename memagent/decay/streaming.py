@@ -166,7 +166,6 @@ class StreamingLM:
         out = self.model(input_ids=ids.reshape(1, -1).to(self.device), use_cache=True,
                          **{self._cache_arg: self.cache})
         logits: torch.Tensor = out.logits[0].float().cpu()
-        self._copy_keys(ids.numel())
         self._turn_ids.append(ids.cpu())
         self._turn_logits.append(logits)
         self._last_logits = logits[-1]
@@ -245,17 +244,21 @@ class StreamingLM:
         """The cache's attention layers (each holds ``keys`` and ``values``, [batch, heads, n, head_dim])."""
         return list(self.cache.layers)
 
-    def _copy_keys(self, new: int) -> None:
-        """A bfloat16 or float16 cache: keep its keys in float32 too, so that the rotations of every
+    def _sync_float_keys(self) -> None:
+        """A bfloat16 or float16 cache keeps its keys in float32 too, so that the rotations of every
         eviction compose in float32 and the cache takes one rounding, not one per eviction (~0.2% of
-        a key's norm each in bfloat16: 2% after ten evictions)."""
-        if self.rotary is None or self._layers()[0].keys.dtype == torch.float32:
+        a key's norm each in bfloat16: 2% after ten evictions). Keys fed since the last eviction
+        were never rotated here, so they are copied as they are, once, when the next one comes."""
+        layers = self._layers()
+        if layers[0].keys.dtype == torch.float32:
             return
-        keys = [layer.keys[..., -new:, :].float() for layer in self._layers()]
-        self._float_keys = keys if self._float_keys is None else [
-            torch.cat([old, more], dim=-2) for old, more in zip(self._float_keys, keys, strict=True)]
+        have = 0 if self._float_keys is None else self._float_keys[0].shape[-2]
+        new = [layer.keys[..., have:, :].float() for layer in layers]
+        self._float_keys = new if self._float_keys is None else [
+            torch.cat([old, more], dim=-2) for old, more in zip(self._float_keys, new, strict=True)]
 
     def _evict(self, keep: torch.Tensor) -> None:
+        self._sync_float_keys()
         shift = torch.arange(keep.numel()) - keep
         for n, layer in enumerate(self._layers()):
             index = keep.to(layer.keys.device)
