@@ -42,12 +42,14 @@ def gold_sessions(q: S.Question) -> set[int]:
     return {int(h.session_of[r]) for r, p in enumerate(q.positions) if any("answer" in q.corpus_ids[i] for i in p)}
 
 
-def within_session(q: S.Question, g: int) -> list[int]:
-    """Session ``g``'s visible rounds, best first by RRF of dense and BM25 (as ``sweep.session_blocks``)."""
+def rounds_by_session(q: S.Question) -> dict[int, list[int]]:
+    """Each session's visible rounds, best first by ``sweep.own_scores`` (as ``sweep.session_blocks``)."""
     h, s = q.haystack, S.signals(q)
-    own = S.rrf({"d": S.ranks(S.best_first(s.dense, s.visible, len(h.values))),
-                 "l": S.ranks(S.best_first(s.lexical, s.visible, len(h.values), positive=True))}, {}, 20)
-    return sorted((int(r) for r in np.flatnonzero((h.session_of == g) & s.visible)), key=lambda r: -own.get(r, 0))
+    own = S.own_scores(q, s)
+    out: dict[int, list[int]] = {}
+    for r in sorted((int(r) for r in np.flatnonzero(s.visible)), key=lambda r: -own.get(r, 0)):
+        out.setdefault(int(h.session_of[r]), []).append(r)
+    return out
 
 
 class Judge:
@@ -72,8 +74,8 @@ class Judge:
 
 def blocks(q: S.Question, sessions: Sequence[int]) -> list[int]:
     """Whole sessions in the given order (then the rest, fused), each best round first."""
-    rest = [g for g in S.fused_sessions(q) if g not in set(sessions)]
-    return [r for g in [*sessions, *rest] for r in within_session(q, g)]
+    rest, rounds = [g for g in S.fused_sessions(q) if g not in set(sessions)], rounds_by_session(q)
+    return [r for g in [*sessions, *rest] for r in rounds.get(g, [])]
 
 
 DESIGNS: dict[str, Callable[[S.Question, list[int]], list[int]]] = {
@@ -115,9 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with journal.open("a", encoding="utf-8") as sink:
         for done, n in enumerate(todo, 1):
             q, started = questions[n], time.perf_counter()
-            scores, tokens = {}, 0
+            scores, tokens, rounds = {}, 0, rounds_by_session(q)
             for g in S.fused_sessions(q)[:args.depth]:
-                passage = "\n".join(q.haystack.values[r] for r in sorted(within_session(q, g)[:3]))
+                passage = "\n".join(q.haystack.values[r] for r in sorted(rounds.get(g, [])[:3]))
                 scores[g], used = judge(q.text, passage)  # type: ignore[misc]
                 tokens += used
             judged[n] = {"n": n, "qtype": q.qtype, "scores": {str(g): v for g, v in scores.items()},

@@ -220,12 +220,18 @@ def fused_sessions(q: Question, *, k: float = 20, rocchio: float = 0.0,
     return sorted(fused, key=lambda g: (g not in named, -fused[g]))
 
 
+def own_scores(q: Question, s: Signals) -> dict[int, float]:
+    """RRF of the dense and BM25 round rankings alone: how rounds rank inside their session."""
+    n = len(q.haystack.values)
+    return rrf({"d": ranks(best_first(s.dense, s.visible, n)),
+                "l": ranks(best_first(s.lexical, s.visible, n, positive=True))}, {}, 20)
+
+
 def session_blocks(q: Question, *, per_session: int | None = None) -> list[int]:
     """Sessions by ``fused_sessions``; within each, rounds by RRF of dense and BM25. ``per_session``
     rounds of every session first (diversity), the rest after; None: whole sessions in turn."""
     h, s = q.haystack, signals(q)
-    own = rrf({"d": ranks(best_first(s.dense, s.visible, len(h.values))),
-               "l": ranks(best_first(s.lexical, s.visible, len(h.values), positive=True))}, {}, 20)
+    own = own_scores(q, s)
     first: list[int] = []
     rest: list[int] = []
     for g in fused_sessions(q):
@@ -308,10 +314,7 @@ def best_in_session(questions: Sequence[Question]) -> str:
     hits: dict[str, list[bool]] = defaultdict(list)
     for q in questions:
         h, s = q.haystack, signals(q)
-        n = len(h.values)
-        scorers = {"dense": s.dense, "BM25": s.lexical,
-                   "RRF": rrf({"d": ranks(best_first(s.dense, s.visible, n)),
-                               "l": ranks(best_first(s.lexical, s.visible, n, positive=True))}, {}, 20)}
+        scorers = {"dense": s.dense, "BM25": s.lexical, "RRF": own_scores(q, s)}
         evidence = {r for r, p in enumerate(q.positions) if any("answer" in q.corpus_ids[i] for i in p)}
         for g in {int(h.session_of[r]) for r in evidence}:
             rows = [int(r) for r in np.flatnonzero((h.session_of == g) & s.visible)]
