@@ -25,8 +25,11 @@ from tqdm import tqdm
 from memagent.decay.chat import ChatTurns
 from memagent.decay.streaming import CachePolicy, StreamingLM
 
-from .tasks import TASKS, Step, episodes
+from .tasks import TASKS, Step, counter_most_frequent, episodes
 
+# RPS without a model: how much a reader could win from the moves a cache holds (~20 rounds in 1,024 tokens)
+RPS_WINDOWS = {"no model: beat the most frequent of the last 20 moves": 20,
+               "no model: beat the most frequent of all moves so far": None}
 # The paper's code, per task: entropy budget (start 4, recent 0) and decay ratio
 PAPER = {"grocery": (1020, 1.0), "dailydialog": (508, 0.7), "rps": (1020, 0.9)}
 POLICIES = {  # label: (cache policy kind, token scorer)
@@ -73,6 +76,17 @@ def run_episode(stream: StreamingLM, turns: ChatTurns, steps: Sequence[Step], gr
         if step.user_move is not None:
             outcome["win" if pick == step.gold else "tie" if pick == step.user_move else "lose"] += 1
     return {"counts": counts, **({"rps": outcome} if steps and steps[0].user_move is not None else {})}
+
+
+def rps_references(all_episodes: Sequence[Sequence[Step]]) -> dict[str, Any]:
+    """Win/tie/lose rates of the no-model players in ``RPS_WINDOWS`` over the same rounds."""
+    out = {}
+    for label, window in RPS_WINDOWS.items():
+        outcomes = [counter_most_frequent(steps, window) for steps in all_episodes]
+        rounds = sum(sum(o.values()) for o in outcomes)
+        out[label] = {"rps": {k: sum(o[k] for o in outcomes) / max(1, rounds) for k in ("win", "tie", "lose")}
+                      | {"n": rounds}, "episodes": len(outcomes)}
+    return out
 
 
 def _setup_line(path: Path) -> dict[str, Any] | None:
@@ -162,7 +176,7 @@ def main(args: argparse.Namespace) -> int:
                "start": args.start, "budget": budget,
                "recent": args.recent, "decay": decay, "episodes": len(all_episodes),
                "distractors": not args.no_distractors, "date": f"{datetime.now(tz=timezone.utc):%Y-%m-%d %H:%M} UTC",
-               "results": results}
+               "results": results, "references": rps_references(all_episodes) if args.task == "rps" else {}}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     text = summary_markdown(summary)
     (args.out / "summary.md").write_text(text, encoding="utf-8")
@@ -203,6 +217,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         cells = [f"{v:.3f}" if (v := _value(result, key)) is not None else "-" for key, _name in columns]
         lines.append(f"| {label} | {result['episodes']} | " + " | ".join(cells)
                      + f" | {result['evicted_per_episode']:.0f} | {result['seconds_per_step']:.2f} |")
+    for label, result in summary.get("references", {}).items():
+        cells = [f"{_value(result, key):.3f}" for key, _name in columns]
+        lines.append(f"| {label} | {result['episodes']} | " + " | ".join(cells) + " | - | - |")
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,8 @@ chat turns, written by the model's own chat template.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,21 @@ def rps(path: Path) -> Iterator[list[Step]]:
             steps.append(Step("rps", question, labels, gold, user_move))
             last = row["user_choice"]
         yield steps
+
+
+def counter_most_frequent(steps: Sequence[Step], window: int | None) -> dict[str, int]:
+    """Win/tie/lose of a player with no model: the move that beats the user's most frequent of the last
+    ``window`` moves (all moves when None; rock on the first round). What a cache of that many rounds
+    could give a reader that used it."""
+    outcome = {"win": 0, "tie": 0, "lose": 0}
+    seen: list[int] = []
+    for step in steps:
+        assert step.user_move is not None, "rps steps only"
+        recent = Counter(seen[-window:] if window else seen)
+        pick = (recent.most_common(1)[0][0] + 1) % 3 if recent else 0  # rock < paper < scissors < rock
+        outcome["win" if pick == step.gold else "tie" if pick == step.user_move else "lose"] += 1
+        seen.append(step.user_move)
+    return outcome
 
 
 def episodes(task: str, path: Path, distractors: bool = True) -> Iterator[list[Step]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from memagent_evals.sirllm.run import run_episode, totals
-from memagent_evals.sirllm.tasks import RPS_FIRST, episodes
+from memagent_evals.sirllm.tasks import RPS_FIRST, counter_most_frequent, episodes
 
 from memagent.decay.chat import ChatTurns
 from memagent.decay.streaming import CachePolicy, StreamingLM
@@ -59,6 +59,18 @@ def test_rps_rounds_reveal_the_user_s_last_move_and_outcomes_follow_the_referenc
     assert sum(row["rps"].values()) == 3 and row["counts"]["rps"][1] == 3
     assert row["counts"]["rps"][0] == row["rps"]["win"]
     assert stream.length <= 204
+
+
+def test_the_no_model_rps_player_beats_the_most_frequent_move_in_its_window(tmp_path: Path) -> None:
+    moves = "AAACC"  # rock, rock, rock, scissors, scissors
+    rows = [{"id": n, "question": {"stem": "play"}, "user_choice": u, "answerKey": "BCA"["ABC".index(u)]}
+            for n, u in enumerate(moves)]
+    write(tmp_path / "rock_paper_scissors_dominant_rock.jsonl", rows)
+    (steps,) = list(episodes("rps", tmp_path))
+    # all moves: rock (nothing seen, a tie), paper, paper (wins), paper, paper (rock still leads: losses)
+    assert counter_most_frequent(steps, None) == {"win": 2, "tie": 1, "lose": 2}
+    # the last move only: the fifth round answers the fourth's scissors with rock, a win
+    assert counter_most_frequent(steps, 1) == {"win": 3, "tie": 1, "lose": 1}
 
 
 def test_dailydialog_episodes_split_by_dialogue(tmp_path: Path) -> None:
