@@ -7,12 +7,21 @@ are all within that depth but not all in the first five ("fixable") can gain, an
 all in the first five ("correct") can lose, so a seeded sample of each is judged and the dev figure
 is estimated per stratum (the rest score 0 with any reordering of the first ``--depth``).
 
-    python -m memagent_evals.longmemeval.rerank_probe --data ../shared/data/locomo/locomo_dev6.json \\
-        --cache /tmp/evalcache_locomo --fixable 40 --correct 30 --out evals/results/rerank_probe_locomo_dev6
+With ``--pick N`` a second stage follows: in each of the first N reranked sessions the reader picks
+the line that answers, which the official metric rewards (it counts an evidence session's other
+rounds as one more session, so a whole-session block costs two of its five ids and a right line
+one). ``--pick-by letter`` shows the session whole, its lines lettered, and ranks the lines by the
+log-probability of each letter; ``--pick-by yes-no`` asks the Yes/No question of each line alone,
+and, being ~20x dearer, only in sessions that hold evidence: a diagnostic of how often the reader's
+line is the evidence, not a design (it reads the labels).
 
-Judgements go to ``<out>/judgements.jsonl`` as they are made (a rerun resumes); the table of the
-official round-ranking metric for each design, per stratum and estimated over the dev set, to
-``<out>/summary.md``.
+    python -m memagent_evals.longmemeval.rerank_probe --data ../shared/data/locomo/locomo_dev6.json \\
+        --cache /tmp/evalcache_locomo --fixable 40 --correct 30 --pick 5 --pick-questions 28 --pick-by letter \\
+        --out evals/results/rerank_probe_locomo_dev6
+
+Judgements go to ``<out>/judgements.jsonl`` and picks to ``<out>/picks-<by>.jsonl`` as they are made (a
+rerun resumes); the table of the official round-ranking metric for each design, per stratum and
+estimated over the dev set, to ``<out>/summary.md``.
 """
 
 from __future__ import annotations
@@ -35,11 +44,17 @@ from . import sweep as S
 
 PROMPT = ("Lines from a conversation:\n{passage}\n\nQuestion: {question}\n"
           "Do these lines give information needed to answer the question? Answer Yes or No.")
+PICK_PROMPT = ("Lines from a conversation, each with a letter:\n{lines}\n\nQuestion: {question}\n"
+               "Which line gives the information needed to answer the question? Answer with its letter only.")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # one token each in the packaged readers
+
+
+def evidence_rounds(q: S.Question) -> set[int]:
+    return {r for r, p in enumerate(q.positions) if any("answer" in q.corpus_ids[i] for i in p)}
 
 
 def gold_sessions(q: S.Question) -> set[int]:
-    h = q.haystack
-    return {int(h.session_of[r]) for r, p in enumerate(q.positions) if any("answer" in q.corpus_ids[i] for i in p)}
+    return {int(q.haystack.session_of[r]) for r in evidence_rounds(q)}
 
 
 def rounds_by_session(q: S.Question) -> dict[int, list[int]]:
@@ -63,13 +78,99 @@ class Judge:
         self.yes, self.no = self.tokenizer.encode("Yes")[0], self.tokenizer.encode("No")[0]
 
     @torch.inference_mode()
-    def __call__(self, question: str, passage: str) -> tuple[float, int]:
-        message = PROMPT.format(passage=passage, question=question)
+    def _next_token(self, message: str) -> tuple[torch.Tensor, int]:
+        """Log-probabilities of the reply's first token, and the prompt's length."""
         ids = self.tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
                                                  return_tensors="pt")
         ids = ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
-        logp = torch.log_softmax(self.model(input_ids=ids).logits[0, -1].float(), dim=-1)
-        return float(logp[self.yes] - logp[self.no]), int(ids.shape[1])
+        return torch.log_softmax(self.model(input_ids=ids).logits[0, -1].float(), dim=-1), int(ids.shape[1])
+
+    def __call__(self, question: str, passage: str) -> tuple[float, int]:
+        logp, length = self._next_token(PROMPT.format(passage=passage, question=question))
+        return float(logp[self.yes] - logp[self.no]), length
+
+    def pick(self, question: str, lines: Sequence[str]) -> tuple[list[float], int]:
+        """Listwise: the log-probability of each line's letter as the line that answers (one pass)."""
+        letters = LETTERS[: len(lines)]
+        listed = "\n".join(f"({c}) {' / '.join(line.splitlines())}" for c, line in zip(letters, lines))
+        logp, length = self._next_token(PICK_PROMPT.format(lines=listed, question=question))
+        # the reply may start "C" or "(C" (one token each in Qwen's vocabulary): either names line C
+        return [float(torch.logaddexp(logp[self.tokenizer.encode(c)[0]], logp[self.tokenizer.encode("(" + c)[0]]))
+                for c in letters], length
+
+
+def reranked(row: dict[str, Any]) -> list[int]:
+    """The judged sessions, the reader's most confident Yes first."""
+    scores = {int(g): v for g, v in row["scores"].items()}
+    return sorted(scores, key=lambda g: -scores[g])
+
+
+def pick_lines(questions: Sequence[S.Question], sample: Sequence[int], judged: dict[int, dict[str, Any]],
+               args: argparse.Namespace) -> dict[int, dict[str, Any]]:
+    """Second stage: in each of the first ``args.pick`` reranked sessions (``yes-no``: those holding
+    evidence) the reader scores every visible round (at most 52, the best by ``own_scores``) as the
+    line that answers; journalled."""
+    journal = args.out / f"picks-{args.pick_by}.jsonl"
+    picks = {row["n"]: row for row in map(json.loads, journal.read_text().splitlines())} if journal.exists() else {}
+    todo = [n for n in sample if n not in picks]
+    judge = Judge(args.model, args.dtype) if todo else None
+    with journal.open("a", encoding="utf-8") as sink:
+        for done, n in enumerate(todo, 1):
+            q, started, tokens, rounds = questions[n], time.perf_counter(), 0, rounds_by_session(questions[n])
+            lines: dict[str, dict[str, float]] = {}
+            for g in reranked(judged[n])[:args.pick]:
+                shown = sorted(rounds.get(g, [])[:len(LETTERS)])
+                texts = [q.haystack.values[r] for r in shown]
+                if args.pick_by == "letter":
+                    scores, used = judge.pick(q.text, texts)  # type: ignore[union-attr]
+                elif g in gold_sessions(q):
+                    each = [judge(q.text, text) for text in texts]  # type: ignore[misc]
+                    scores, used = [score for score, _ in each], sum(length for _, length in each)
+                else:
+                    continue
+                lines[str(g)], tokens = {str(r): v for r, v in zip(shown, scores)}, tokens + used
+            picks[n] = {"n": n, "lines": lines, "seconds": time.perf_counter() - started, "tokens": tokens}
+            sink.write(json.dumps(picks[n]) + "\n")
+            sink.flush()
+            print(f"{done}/{len(todo)} picked, {picks[n]['seconds']:.1f} s", flush=True)
+    return picks
+
+
+def line_accuracy(questions: Sequence[S.Question], picks: dict[int, dict[str, Any]], by: str,
+                  judged: dict[int, dict[str, Any]]) -> str:
+    """How often, in a session holding evidence, the reader's top line is an evidence round, against
+    the session's best round by ``own_scores`` (the retrieval signals alone)."""
+    reader = own = 0
+    sessions = []
+    for n, pick in picks.items():
+        q = questions[n]
+        evidence, best = evidence_rounds(q), rounds_by_session(q)
+        for g, lines in pick["lines"].items():
+            if lines and int(g) in gold_sessions(q):
+                sessions.append(g)
+                reader += int(max(lines, key=lambda r: lines[r])) in evidence
+                own += best[int(g)][0] in evidence
+    text = (f"\nPicking by {by}, {len(picks)} questions, {len(sessions)} sessions holding evidence: the reader's "
+            f"line is evidence in {reader} ({reader / max(1, len(sessions)):.2f}), the best round by the retrieval "
+            f"signals in {own} ({own / max(1, len(sessions)):.2f}); "
+            f"{np.mean([r['seconds'] for r in picks.values()]):.1f} s a question")
+    if by == "letter":  # every first session picked: the design can be scored on these questions
+        def recall(order: Callable[[int], list[int]]) -> float:
+            return float(np.mean([S.score_rounds(questions[n], order(n))["R_all@5"] for n in picks]))
+
+        text += ("; R_all@5 on these questions with the reader's line of each first: "
+                 f"{recall(lambda n: picked_first(questions[n], judged[n], picks[n])):.3f}, reranked blocks: "
+                 f"{recall(lambda n: blocks(questions[n], reranked(judged[n]))):.3f}")
+    return text + "\n"
+
+
+def picked_first(q: S.Question, row: dict[str, Any], pick: dict[str, Any]) -> list[int]:
+    """The reader's line of each picked session in the reranked order, then the reranked blocks:
+    a right pick costs one id of the official metric's five, a whole session block two."""
+    head = [int(max(lines, key=lambda r: lines[r])) for lines in
+            (pick["lines"][str(g)] for g in reranked(row) if str(g) in pick["lines"]) if lines]
+    chosen = set(head)
+    return head + [r for r in blocks(q, reranked(row)) if r not in chosen]
 
 
 def blocks(q: S.Question, sessions: Sequence[int]) -> list[int]:
@@ -96,6 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=10)
     parser.add_argument("--fixable", type=int, default=40)
     parser.add_argument("--correct", type=int, default=30)
+    parser.add_argument("--pick", type=int, default=0,
+                        help="then, in each of the first N reranked sessions, the reader picks the line that answers")
+    parser.add_argument("--pick-questions", type=int, default=None,
+                        help="pick lines for only the first M judged questions (the fixable ones come first)")
+    parser.add_argument("--pick-by", choices=("letter", "yes-no"), default="letter",
+                        help="letter: one listwise pass a session; yes-no: a pass a line, evidence sessions only")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     items, _split = load_benchmark("locomo", args.data)
@@ -127,21 +234,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             sink.write(json.dumps(judged[n]) + "\n")
             sink.flush()
             print(f"{done}/{len(todo)} judged, {judged[n]['seconds']:.1f} s", flush=True)
-    table = summarize(questions, strata, sample, judged)
+    picked = [n for ns in sample.values() for n in ns][:args.pick_questions]
+    picks = pick_lines(questions, picked, judged, args) if args.pick else {}
+    table = summarize(questions, strata, sample, judged, picks if args.pick_by == "letter" else {})
+    for by in ("letter", "yes-no"):  # this run's picks, and the other way's if journalled here
+        journal = args.out / f"picks-{by}.jsonl"
+        if journal.exists():
+            rows = [json.loads(line) for line in journal.read_text().splitlines()]
+            table += line_accuracy(questions, {row["n"]: row for row in rows if row["n"] in set(picked)}, by, judged)
     (args.out / "summary.md").write_text(table, encoding="utf-8")
     print(table)
     return 0
 
 
 def summarize(questions: Sequence[S.Question], strata: dict[str, list[int]], sample: dict[str, list[int]],
-              judged: dict[int, dict[str, Any]]) -> str:
-    def reranked(n: int) -> list[int]:
-        scores = {int(g): v for g, v in judged[n]["scores"].items()}
-        return sorted(scores, key=lambda g: -scores[g])
-
+              judged: dict[int, dict[str, Any]], picks: dict[int, dict[str, Any]] | None = None) -> str:
     def estimate(means: dict[str, float], beyond: float) -> float:
         """The dev figure: each stratum's size times its (sample) mean."""
         return (sum(means[s] * len(strata[s]) for s in means) + beyond * len(strata["beyond depth"])) / len(questions)
+
+    def row(name: str, per_question: Callable[[int], float], beyond: float) -> str:
+        means = {stratum: float(np.mean([per_question(n) for n in ns])) for stratum, ns in sample.items()}
+        return f"| {name} | {means['fixable']:.3f} | {means['correct']:.3f} | {estimate(means, beyond):.3f} |"
 
     rows = [f"{len(questions)} questions: " + ", ".join(f"{name} {len(ns)}" for name, ns in strata.items())
             + "; judged " + ", ".join(f"{len(ns)} {name}" for name, ns in sample.items())
@@ -149,16 +263,20 @@ def summarize(questions: Sequence[S.Question], strata: dict[str, list[int]], sam
             f"{np.mean([r['tokens'] for r in judged.values()]):.0f} prompt tokens a question", "",
             "| design | fixable (sample) | correct (sample) | dev set, estimated |", "|---|---:|---:|---:|"]
     for name, design in DESIGNS.items():
-        means = {stratum: float(np.mean([S.score_rounds(questions[n], design(questions[n], reranked(n)))["R_all@5"]
-                                         for n in ns])) for stratum, ns in sample.items()}
         # beyond the depth the reranked blocks put 10 sessions first: the gold ones come too late
         beyond = 0.0 if name == "session blocks, reranked" else float(np.mean(
             [S.score_rounds(questions[n], design(questions[n], []))["R_all@5"] for n in strata["beyond depth"]]))
-        rows.append(f"| {name} | {means['fixable']:.3f} | {means['correct']:.3f} | {estimate(means, beyond):.3f} |")
-    units = {stratum: float(np.mean([gold_sessions(questions[n]) <= set(reranked(n)[:5]) for n in ns]))
-             for stratum, ns in sample.items()}
-    rows.append(f"| sessions as units, reranked (not the round metric) | {units['fixable']:.3f} "
-                f"| {units['correct']:.3f} | {estimate(units, 0.0):.3f} |")
+        rows.append(row(name, lambda n, design=design: S.score_rounds(  # type: ignore[misc]
+            questions[n], design(questions[n], reranked(judged[n])))["R_all@5"], beyond))
+    if picks and all(n in picks for ns in sample.values() for n in ns):
+        rows.append(row("reranked, the reader's line of each of the first sessions first",
+                        lambda n: S.score_rounds(questions[n], picked_first(questions[n], judged[n], picks[n]))[
+                            "R_all@5"], 0.0))
+    rows.append(row("sessions as units, reranked (not the round metric)",
+                    lambda n: float(gold_sessions(questions[n]) <= set(reranked(judged[n])[:5])), 0.0))
+    if picks:
+        rows[0] += (f"; picking lines: {np.mean([r['seconds'] for r in picks.values()]):.1f} s and "
+                    f"{np.mean([r['tokens'] for r in picks.values()]):.0f} prompt tokens more")
     return "\n".join(rows) + "\n"
 
 
