@@ -25,7 +25,6 @@ from typing import Literal
 
 from memagent import LLM, Answer, Generation, InputError, LLMError, Memory, MemoryConfig, MemoryRecord
 from memagent.decay.chat import StreamingChat
-from memagent.decay.streaming import CachePolicy
 from memagent.llm.base import ChatMessages
 from memagent.llm.models import REGISTRY, install, installed
 from memagent.schema import validate_id, validate_scope
@@ -203,16 +202,16 @@ def memory_with_reader(path: str, reader: str) -> Memory:
 
 
 def live_chat(reader: str, max_new_tokens: int = 120) -> StreamingChat:
-    """A live session on ``reader`` (transformers) whose cache never outgrows 4 + 1,020 tokens: SirLLM
-    keeps the most surprising tokens of the conversation, each turn fading them (decay 0.9)."""
+    """A live session on ``reader`` (transformers) whose cache never outgrows 1,024 tokens: SirLLM
+    keeps the most surprising tokens of the conversation, each turn fading them (decay 0.9), and
+    the last 128 whole (``CHAT_POLICY``)."""
     from memagent.llm.load import load_llm
     from memagent.llm.local import LocalLLM
 
     llm = load_llm(reader, backend="transformers")
     if not isinstance(llm, LocalLLM):
         raise LLMError(f"a live session needs an in-process model, not {reader!r}")
-    policy = CachePolicy("sirllm", start=4, budget=1020, decay=0.9)
-    return StreamingChat(llm.model, llm.tokenizer, policy, system=LIVE_SYSTEM, max_new_tokens=max_new_tokens)
+    return StreamingChat(llm.model, llm.tokenizer, system=LIVE_SYSTEM, max_new_tokens=max_new_tokens)
 
 
 LIVE_SYSTEM = "You are a friendly assistant in a long conversation. Reply briefly."
