@@ -49,14 +49,6 @@ PICK_PROMPT = ("Lines from a conversation, each with a letter:\n{lines}\n\nQuest
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # one token each in the packaged readers
 
 
-def evidence_rounds(q: S.Question) -> set[int]:
-    return {r for r, p in enumerate(q.positions) if any("answer" in q.corpus_ids[i] for i in p)}
-
-
-def gold_sessions(q: S.Question) -> set[int]:
-    return {int(q.haystack.session_of[r]) for r in evidence_rounds(q)}
-
-
 def rounds_by_session(q: S.Question) -> dict[int, list[int]]:
     """Each session's visible rounds, best first by ``sweep.own_scores`` (as ``sweep.session_blocks``)."""
     h, s = q.haystack, S.signals(q)
@@ -117,13 +109,14 @@ def pick_lines(questions: Sequence[S.Question], sample: Sequence[int], judged: d
     with journal.open("a", encoding="utf-8") as sink:
         for done, n in enumerate(todo, 1):
             q, started, tokens, rounds = questions[n], time.perf_counter(), 0, rounds_by_session(questions[n])
+            gold = S.gold_sessions(q)
             lines: dict[str, dict[str, float]] = {}
             for g in reranked(judged[n])[:args.pick]:
                 shown = sorted(rounds.get(g, [])[:len(LETTERS)])
                 texts = [q.haystack.values[r] for r in shown]
                 if args.pick_by == "letter":
                     scores, used = judge.pick(q.text, texts)  # type: ignore[union-attr]
-                elif g in gold_sessions(q):
+                elif g in gold:
                     each = [judge(q.text, text) for text in texts]  # type: ignore[misc]
                     scores, used = [score for score, _ in each], sum(length for _, length in each)
                 else:
@@ -144,9 +137,9 @@ def line_accuracy(questions: Sequence[S.Question], picks: dict[int, dict[str, An
     sessions = []
     for n, pick in picks.items():
         q = questions[n]
-        evidence, best = evidence_rounds(q), rounds_by_session(q)
+        evidence, gold, best = S.evidence_rounds(q), S.gold_sessions(q), rounds_by_session(q)
         for g, lines in pick["lines"].items():
-            if lines and int(g) in gold_sessions(q):
+            if lines and int(g) in gold:
                 sessions.append(g)
                 reader += int(max(lines, key=lambda r: lines[r])) in evidence
                 own += best[int(g)][0] in evidence
@@ -210,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     questions = S.prepare(items, args.cache, embedder_from_config(config.embedder))
     strata: dict[str, list[int]] = {"fixable": [], "correct": [], "beyond depth": []}
     for n, q in enumerate(questions):
-        order, gold = S.fused_sessions(q), gold_sessions(q)
+        order, gold = S.fused_sessions(q), S.gold_sessions(q)
         strata["correct" if gold <= set(order[:5]) else "fixable" if gold <= set(order[:args.depth])
                else "beyond depth"].append(n)
     rng = random.Random(0)
@@ -273,7 +266,7 @@ def summarize(questions: Sequence[S.Question], strata: dict[str, list[int]], sam
                         lambda n: S.score_rounds(questions[n], picked_first(questions[n], judged[n], picks[n]))[
                             "R_all@5"], 0.0))
     rows.append(row("sessions as units, reranked (not the round metric)",
-                    lambda n: float(gold_sessions(questions[n]) <= set(reranked(judged[n])[:5])), 0.0))
+                    lambda n: float(S.gold_sessions(questions[n]) <= set(reranked(judged[n])[:5])), 0.0))
     if picks:
         rows[0] += (f"; picking lines: {np.mean([r['seconds'] for r in picks.values()]):.1f} s and "
                     f"{np.mean([r['tokens'] for r in picks.values()]):.0f} prompt tokens more")

@@ -258,6 +258,15 @@ def session_head(q: Question, *, n: int = 5, **options: Any) -> list[int]:
 # --- scoring ---------------------------------------------------------------------------------------
 
 
+def evidence_rounds(q: Question) -> set[int]:
+    """The rounds holding an evidence turn (the official rule: its id contains 'answer')."""
+    return {r for r, p in enumerate(q.positions) if any("answer" in q.corpus_ids[i] for i in p)}
+
+
+def gold_sessions(q: Question) -> set[int]:
+    return {int(q.haystack.session_of[r]) for r in evidence_rounds(q)}
+
+
 def score_rounds(q: Question, order: Sequence[int]) -> dict[str, float]:
     ranking = list(dict.fromkeys(p for r in order for p in q.positions[r]))
     ranked = set(ranking)
@@ -272,12 +281,10 @@ def score_rounds(q: Question, order: Sequence[int]) -> dict[str, float]:
 def score_sessions(q: Question, order: Sequence[int]) -> dict[str, float]:
     """A session ranking as the runner's session retrievers are scored: whole sessions as units."""
     h = q.haystack
-    evidence = [r for r, p in enumerate(q.positions) if any("answer" in q.corpus_ids[i] for i in p)]
-    gold_sessions = {int(h.session_of[r]) for r in evidence}
     units = [("\n".join(h.values[r] for r in np.flatnonzero(h.session_of == g)),
               [i for r in np.flatnonzero(h.session_of == g) for i in q.positions[r]]) for g in order]
     gold = {i for i, c in enumerate(q.corpus_ids) if "answer" in c}
-    return {"R_all@5": float(gold_sessions <= set(order[:5])), "turn R_all@5": float("nan"),
+    return {"R_all@5": float(gold_sessions(q) <= set(order[:5])), "turn R_all@5": float("nan"),
             **_within_budget(q, units, gold)}
 
 
@@ -315,7 +322,7 @@ def best_in_session(questions: Sequence[Question]) -> str:
     for q in questions:
         h, s = q.haystack, signals(q)
         scorers = {"dense": s.dense, "BM25": s.lexical, "RRF": own_scores(q, s)}
-        evidence = {r for r, p in enumerate(q.positions) if any("answer" in q.corpus_ids[i] for i in p)}
+        evidence = evidence_rounds(q)
         for g in {int(h.session_of[r]) for r in evidence}:
             rows = [int(r) for r in np.flatnonzero((h.session_of == g) & s.visible)]
             for name, scores in scorers.items():

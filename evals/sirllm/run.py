@@ -25,7 +25,7 @@ from tqdm import tqdm
 from memagent.decay.chat import ChatTurns
 from memagent.decay.streaming import CachePolicy, StreamingLM
 
-from .tasks import TASKS, Step, counter_most_frequent, episodes
+from .tasks import TASKS, Step, counter_most_frequent, episodes, rps_outcome
 
 # RPS without a model: how much a reader could win from the moves a cache holds (~20 rounds in 1,024 tokens)
 RPS_WINDOWS = {"no model: beat the most frequent of the last 20 moves": 20,
@@ -74,19 +74,20 @@ def run_episode(stream: StreamingLM, turns: ChatTurns, steps: Sequence[Step], gr
         right, total = counts.setdefault(step.kind, [0, 0])
         counts[step.kind] = [right + (pick == step.gold), total + 1]
         if step.user_move is not None:
-            outcome["win" if pick == step.gold else "tie" if pick == step.user_move else "lose"] += 1
+            outcome[rps_outcome(pick, step)] += 1
     return {"counts": counts, **({"rps": outcome} if steps and steps[0].user_move is not None else {})}
+
+
+def rps_rates(outcomes: Sequence[dict[str, int]]) -> dict[str, float]:
+    """Win, tie and lose rates over episodes' outcome counts, and ``n``, the rounds."""
+    rounds = sum(sum(o.values()) for o in outcomes)
+    return {k: sum(o[k] for o in outcomes) / max(1, rounds) for k in ("win", "tie", "lose")} | {"n": rounds}
 
 
 def rps_references(all_episodes: Sequence[Sequence[Step]]) -> dict[str, Any]:
     """Win/tie/lose rates of the no-model players in ``RPS_WINDOWS`` over the same rounds."""
-    out = {}
-    for label, window in RPS_WINDOWS.items():
-        outcomes = [counter_most_frequent(steps, window) for steps in all_episodes]
-        rounds = sum(sum(o.values()) for o in outcomes)
-        out[label] = {"rps": {k: sum(o[k] for o in outcomes) / max(1, rounds) for k in ("win", "tie", "lose")}
-                      | {"n": rounds}, "episodes": len(outcomes)}
-    return out
+    return {label: {"rps": rps_rates([counter_most_frequent(steps, window) for steps in all_episodes]),
+                    "episodes": len(all_episodes)} for label, window in RPS_WINDOWS.items()}
 
 
 def _setup_line(path: Path) -> dict[str, Any] | None:
@@ -113,8 +114,7 @@ def totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             kinds[kind] = [kinds.get(kind, [0, 0])[0] + right, kinds.get(kind, [0, 0])[1] + total]
     out: dict[str, Any] = {kind: {"accuracy": right / total, "n": total} for kind, (right, total) in kinds.items()}
     if any("rps" in row for row in rows):
-        rounds = sum(sum(row["rps"].values()) for row in rows)
-        out["rps"] = {k: sum(row["rps"][k] for row in rows) / rounds for k in ("win", "tie", "lose")} | {"n": rounds}
+        out["rps"] = rps_rates([row["rps"] for row in rows])
     steps = sum(total for _right, total in kinds.values())
     out["seconds_per_step"] = sum(row["seconds"] for row in rows) / max(1, steps)
     out["evicted_per_episode"] = sum(row["evicted"] for row in rows) / max(1, len(rows))

@@ -92,6 +92,11 @@ def rps(path: Path) -> Iterator[list[Step]]:
         yield steps
 
 
+def rps_outcome(pick: int, step: Step) -> str:
+    """'win', 'tie' or 'lose' for the model's move ``pick`` against the user's in this round."""
+    return "win" if pick == step.gold else "tie" if pick == step.user_move else "lose"
+
+
 def counter_most_frequent(steps: Sequence[Step], window: int | None) -> dict[str, int]:
     """Win/tie/lose of a player with no model: the move that beats the user's most frequent of the last
     ``window`` moves (all moves when None; rock on the first round). What a cache of that many rounds
@@ -102,7 +107,7 @@ def counter_most_frequent(steps: Sequence[Step], window: int | None) -> dict[str
         assert step.user_move is not None, "rps steps only"
         recent = Counter(seen[-window:] if window else seen)
         pick = (recent.most_common(1)[0][0] + 1) % 3 if recent else 0  # rock < paper < scissors < rock
-        outcome["win" if pick == step.gold else "tie" if pick == step.user_move else "lose"] += 1
+        outcome[rps_outcome(pick, step)] += 1
         seen.append(step.user_move)
     return outcome
 
