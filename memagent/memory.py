@@ -38,6 +38,7 @@ from memagent.index.writer import RecordWriter, record_id
 from memagent.llm.base import LLM, LockedLLM
 from memagent.retrieve.hybrid import HybridRetriever
 from memagent.retrieve.lexical import LexicalIndexes
+from memagent.retrieve.rerank import CrossEncoder, PairScorer
 from memagent.schema import (
     INT64_MAX,
     Answer,
@@ -65,7 +66,7 @@ class Memory:
     """Long-term memory for one or many users, in an embedded Chroma folder or a Chroma server.
 
     Stages can be passed in (``embedder``, ``llm`` for reading, ``expander`` for keys, ``salience_llm``
-    for compaction's salience); the rest
+    for compaction's salience, ``reranker`` for ``retrieval.rerank``); the rest
     follows ``config``. Models named by the config load on first use.
 
     >>> memory = Memory(path="./memagent_data")                       # doctest: +SKIP
@@ -85,6 +86,7 @@ class Memory:
         client: Any | None = None,
         salience_llm: LLM | None = None,
         mac: Any | None = None,
+        reranker: PairScorer | None = None,
     ) -> None:
         config = config if config is not None else MemoryConfig()
         if path is not None:
@@ -99,6 +101,7 @@ class Memory:
         self._model_locks: weakref.WeakKeyDictionary[LLM, threading.Lock] = weakref.WeakKeyDictionary()
         self._llm = None if llm is None else self._locked(llm)
         self._expander = expander
+        self._reranker = reranker
         self._salience_llm = None if salience_llm is None else self._locked(salience_llm)  # else loads when needed
         self._mac = mac  # a memagent.mac.MacModel; else loads from config.mac.checkpoint when first asked
         self._mac_lock = threading.Lock()
@@ -109,9 +112,17 @@ class Memory:
                                    granularity=config.granularity, key=config.key)
         self.retriever = HybridRetriever(self.store, self.embedder, lexical, config.retrieval,
                                          granularity=config.granularity, time_llm=lambda: self.llm,
-                                         salience=self.salience)
+                                         salience=self.salience, reranker=lambda: self.reranker)
 
     # -- models ------------------------------------------------------------------------------
+    @property
+    def reranker(self) -> PairScorer:
+        """The cross-encoder of ``config.retrieval.rerank``, loaded on first use unless one was passed in."""
+        with self._loading:
+            if self._reranker is None:
+                self._reranker = CrossEncoder(self.config.retrieval.rerank_model)
+        return self._reranker
+
     @property
     def llm(self) -> LLM:
         """The reader model, loaded on first use (``config.reader.model``) unless one was passed in."""
@@ -556,9 +567,10 @@ class AsyncMemory:
         client: Any | None = None,
         salience_llm: LLM | None = None,
         mac: Any | None = None,
+        reranker: PairScorer | None = None,
     ) -> None:
         self.sync = Memory(config, path=path, embedder=embedder, llm=llm, expander=expander, client=client,
-                           salience_llm=salience_llm, mac=mac)
+                           salience_llm=salience_llm, mac=mac, reranker=reranker)
 
     add = _in_thread(Memory.add)
     search = _in_thread(Memory.search)

@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from memagent import LLM, Memory, MemoryConfig, SentenceTransformerEmbedder  # noqa: E402
 from memagent.index.keys import Expander  # noqa: E402
+from memagent.retrieve.rerank import PairScorer  # noqa: E402
 
 CHROMA_URL = os.environ.get("MEMAGENT_TEST_CHROMA_URL")  # the store tests' server mode (see above)
 
@@ -40,14 +41,15 @@ def make_memory(tmp_path: Path, embedder: SentenceTransformerEmbedder):
     collection = f"test-{uuid.uuid4().hex}"
 
     def make(path: Path | None = None, *, llm: LLM | None = None, expander: Expander | None = None,
-             salience_llm: LLM | None = None, **settings: object) -> Memory:
+             salience_llm: LLM | None = None, reranker: PairScorer | None = None, **settings: object) -> Memory:
         if CHROMA_URL and path is None:
             store = {"url": CHROMA_URL, "collection": collection}
             cache = {"cache_path": tmp_path / "embedding_cache.sqlite"}  # else it would go to the user's data dir
             config = MemoryConfig(store=store, embedder=cache, **settings)
-            return Memory(config, embedder=embedder, llm=llm, expander=expander, salience_llm=salience_llm)
+            return Memory(config, embedder=embedder, llm=llm, expander=expander, salience_llm=salience_llm,
+                          reranker=reranker)
         return Memory(MemoryConfig(**settings), path=path or tmp_path / "store", embedder=embedder, llm=llm,
-                      expander=expander, salience_llm=salience_llm)
+                      expander=expander, salience_llm=salience_llm, reranker=reranker)
 
     return make
 

@@ -41,6 +41,8 @@ RETRIEVERS: dict[str, dict[str, Any]] = {
     "memagent": {},
     # SirLLM's salience as a prior (issue 15): the found records ranked by salience, fused at half weight
     "memagent+salience": {"retrieval": {"salience_weight": 0.5}},
+    # a cross-encoder (ms-marco-MiniLM-L-12-v2, int8 ONNX) reorders the fused top 30 (issue 18)
+    "memagent+rerank": {"retrieval": {"rerank": "cross-encoder"}},
 }
 
 

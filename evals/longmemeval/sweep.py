@@ -18,6 +18,7 @@ The store must have been filled by a runner run on the same data (``--retriever 
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from memagent._time import parse_timestamp, to_epoch
 from memagent.embedding import Embedder, embedder_from_config
 from memagent.retrieve.dense import without_common_names
 from memagent.retrieve.lexical import BM25Index
+from memagent.retrieve.rerank import rerank
 from memagent.retrieve.temporal import read_time
 
 from .metrics import score_ranking
@@ -63,6 +65,7 @@ class Question:
     positions: list[list[int]]  # corpus positions of each round
     asked: float
     window: tuple[float, float] | None  # the time range the question names (widened as the library does), if any
+    cross: dict[int, float] | None = None  # cross-encoder logits of scored rounds (``--cross-encoder``)
 
 
 def prepare(items: Sequence[Any], cache: Path, embedder: Embedder) -> list[Question]:
@@ -255,6 +258,95 @@ def session_head(q: Question, *, n: int = 5, **options: Any) -> list[int]:
     return head + [r for r in order if r not in chosen]
 
 
+def cross_encoded(q: Question, *, depth: int = 30, head_sessions: int = 3) -> list[int]:
+    """The library's ``retrieval.rerank``: the default's top ``depth`` reordered by ``memagent.retrieve.rerank``
+    from the cross-encoder's logits (``head_sessions`` leading sessions, as the library on short rounds)."""
+    assert q.cross is not None
+    order = library(q)
+    head = order[:depth]
+    reranked = rerank([str(r) for r in head], [str(q.haystack.session_of[r]) for r in head],
+                      [q.cross[r] for r in head], head_sessions=head_sessions, k=20)
+    return [int(r) for r in reranked] + order[depth:]
+
+
+def cross_encoded_pool(q: Question) -> list[int]:
+    """The cross-encoder over every round of the first 10 fused sessions and the default's top 50 (the
+    pool ``score_cross_encoder`` journals for the first questions), fused with the default's order."""
+    assert q.cross is not None
+    order = library(q)
+    by_score = sorted(q.cross, key=lambda r: -q.cross[r])  # type: ignore[index]
+    fused = rrf({"default": ranks(order), "cross": ranks(by_score)}, {}, 20)
+    return sorted(fused, key=lambda r: -fused[r])
+
+
+def cross_encoded_sessions(q: Question) -> list[int]:
+    """Sessions as units: ``fused_sessions`` fused with the sessions ranked by their best-scored round."""
+    assert q.cross is not None
+    best: dict[int, float] = {}
+    for r, score in q.cross.items():
+        g = int(q.haystack.session_of[r])
+        best[g] = max(best.get(g, -np.inf), score)
+    fused = rrf({"fused": ranks(fused_sessions(q)), "cross": ranks(sorted(best, key=lambda g: -best[g]))}, {}, 20)
+    return sorted(fused, key=lambda g: -fused[g])
+
+
+POOL_SESSIONS = 10  # the pool: every round of this many first fused sessions, and the default's top 50
+
+
+def score_cross_encoder(questions: Sequence[Question], journal: Path, pool_questions: int, model: str) -> None:
+    """Set each question's ``cross``: the cross-encoder's logits for the default's top 50 rounds, and for the
+    first ``pool_questions`` every round of the first ``POOL_SESSIONS`` fused sessions too. Journalled to
+    ``journal`` one question a line as scored (a rerun resumes; ~1.5 s a question for the top 50 on 2
+    idle cores, ~4x that with the pool)."""
+    from tqdm.auto import tqdm
+
+    from memagent.retrieve.rerank import CrossEncoder
+
+    done: dict[int, dict[int, float]] = {}
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            entry = json.loads(line)
+            done[entry["qi"]] = dict(zip(entry["rows"], entry["scores"], strict=True))
+    scorer = None
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    with journal.open("a") as out:
+        for qi, q in enumerate(tqdm(questions, desc="cross-encoder", unit="q")):
+            if qi not in done:
+                scorer = scorer or CrossEncoder(model)
+                h, s = q.haystack, signals(q)
+                pool = set(library(q)[:50])
+                for g in fused_sessions(q)[:POOL_SESSIONS] if qi < pool_questions else []:
+                    pool |= {int(r) for r in np.flatnonzero((h.session_of == g) & s.visible)}
+                rows = sorted(pool)
+                scores = scorer.scores(q.text, [h.values[r] for r in rows])
+                done[qi] = dict(zip(rows, (round(float(x), 4) for x in scores), strict=True))
+                out.write(json.dumps({"qi": qi, "rows": rows, "scores": list(done[qi].values())}) + "\n")
+                out.flush()
+            q.cross = done[qi]
+
+
+def has_pool(q: Question) -> bool:
+    return q.cross is not None and len(q.cross) > 50
+
+
+CROSS_DESIGNS: dict[str, tuple[str, Callable[[Question], list[int]]]] = {
+    f"cross-encoder, the default's top {depth}, {name}": ("rounds", lambda q, d=depth, n=heads: cross_encoded(
+        q, depth=d, head_sessions=n))
+    for depth in (20, 30, 50) for heads, name in (
+        (0, "fused with the default (the library on long rounds)"),
+        (3, "3 leading sessions (the library on short rounds)"))
+}
+POOL_DESIGNS: dict[str, tuple[str, Callable[[Question], list[int]]]] = {
+    "library default": ("rounds", library),
+    "sessions, BM25 alone (bm25-session + time-aware)": ("sessions", lambda q: fused_sessions(q, use=("bm25",))),
+    "sessions (BM25 + best round dense/BM25, RRF)": ("sessions", fused_sessions),
+    "cross-encoder, the default's top 30, 3 leading sessions (the library on short rounds)": ("rounds", cross_encoded),
+    f"cross-encoder over the first {POOL_SESSIONS} fused sessions' rounds, fused with the default": (
+        "rounds", cross_encoded_pool),
+    "sessions as units: fused + best round by the cross-encoder": ("sessions", cross_encoded_sessions),
+}
+
+
 # --- scoring ---------------------------------------------------------------------------------------
 
 
@@ -325,12 +417,14 @@ def best_in_session(questions: Sequence[Question]) -> str:
         evidence = evidence_rounds(q)
         for g in {int(h.session_of[r]) for r in evidence}:
             rows = [int(r) for r in np.flatnonzero((h.session_of == g) & s.visible)]
+            if has_pool(q) and all(r in q.cross for r in rows):  # type: ignore[operator]
+                hits["cross-encoder"].append(max(rows, key=lambda r: (q.cross[r], -r)) in evidence)  # type: ignore[index]
             for name, scores in scorers.items():
                 score = scores.get if isinstance(scores, dict) else scores.__getitem__
                 best = max(rows, key=lambda r: (score(r) or 0.0, -r))
                 hits[name].append(best in evidence)
     return "evidence round is its session's best: " + ", ".join(
-        f"{name} {np.mean(v):.3f}" for name, v in hits.items()) + f" (over {len(hits['RRF'])} evidence sessions)"
+        f"{name} {np.mean(v):.3f} (of {len(v)})" for name, v in hits.items()) + " evidence sessions"
 
 
 def sweep(questions: Sequence[Question], designs: dict[str, tuple[str, Callable[[Question], list[int]]]]) -> str:
@@ -360,15 +454,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, required=True, help="a runner cache holding the default's store")
     parser.add_argument("--embedder", default=None, help="embedder.model the cache's store was built with")
     parser.add_argument("--out", type=Path, default=None, help="write the table here too")
+    parser.add_argument("--cross-encoder", type=Path, default=None, metavar="JOURNAL",
+                        help="also the cross-encoder designs (issue 18), its logits journalled here (resumes)")
+    parser.add_argument("--pool-questions", type=int, default=0,
+                        help=f"with --cross-encoder: for this many first questions, score every round of the first "
+                        f"{POOL_SESSIONS} fused sessions too, and add a table of the designs that need them")
+    parser.add_argument("--rerank-model", default="ms-marco-minilm-l12-v2")
     args = parser.parse_args(argv)
     items, _split = load_benchmark(args.benchmark, args.data)
     config = MemoryConfig.model_validate({"embedder": {"cache_path": args.cache / "embeddings.sqlite",
                                                        **({"model": args.embedder} if args.embedder else {})}})
     questions = prepare(items, args.cache, embedder_from_config(config.embedder))
     print(f"{len(questions)} questions", flush=True)
+    designs = dict(DESIGNS)
+    if args.cross_encoder:
+        score_cross_encoder(questions, args.cross_encoder, args.pool_questions, args.rerank_model)
+        designs.update(CROSS_DESIGNS)
     within = best_in_session(questions)
     print(within, flush=True)
-    table = within + "\n\n" + sweep(questions, DESIGNS)
+    table = within + "\n\n" + sweep(questions, designs)
+    pooled = [q for q in questions if has_pool(q)]
+    if pooled:
+        table += f"\n\nThe first {len(pooled)} questions, where the pool was scored:\n\n" + sweep(pooled, POOL_DESIGNS)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table + "\n")

