@@ -51,7 +51,8 @@ class MemoryRecord(BaseModel):
 
 
 class Hit(BaseModel):
-    """A record found by search, with its fused score and the ranks that produced it."""
+    """A record found by search, with its fused score and the ranks that produced it. With
+    ``retrieval.rerank`` the order is the reranker's (``why["rerank"]``), so scores need not descend."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -59,7 +60,8 @@ class Hit(BaseModel):
     score: float
     why: dict[str, int] = Field(
         description="1-based rank in each ranking that found the record: dense, lexical, session, and "
-        "NAME@session (its session's rank by best round in ranking NAME); time=1 when the time range moved it"
+        "NAME@session (its session's rank by best round in ranking NAME); time=1 when the time range moved it; "
+        "rerank: its rank by the cross-encoder's score, when retrieval.rerank read it"
     )
 
 

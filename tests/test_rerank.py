@@ -86,6 +86,7 @@ def test_search_puts_the_scorers_choice_first_and_says_so(make_memory) -> None:
     assert "made a bowl" in hits[0].record.value
     assert hits[0].why["rerank"] == 1 and len(hits) == 3
     assert all("rerank" in h.why for h in hits)
+    assert all(0 < h.score < 1 for h in hits)  # the fusion's scores (reciprocal ranks), not the scorer's
 
 
 def test_the_scorer_reads_only_the_fused_top_depth_of_the_users_own_records(make_memory) -> None:

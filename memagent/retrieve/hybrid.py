@@ -104,8 +104,9 @@ class HybridRetriever:
 
     def _rerank(self, query: str, fused: list[tuple[str, float, dict[str, int]]],
                 records: dict[str, MemoryRecord]) -> list[tuple[str, float, dict[str, int]]]:
-        """The fused top ``rerank_depth`` in the cross-encoder's order (``retrieve/rerank.py``), each hit's
-        score its logit and ``why["rerank"]`` its rank by that logit; the rest after, as fused."""
+        """The fused top ``rerank_depth`` in the cross-encoder's order (``retrieve/rerank.py``), each with
+        ``why["rerank"]``, its rank by the cross-encoder's logit; the rest after, as fused. Scores stay the
+        fusion's: a logit beside the fused scores of the rest would mix two scales in one list."""
         assert self.reranker is not None
         head, tail = fused[: self.config.rerank_depth], fused[self.config.rerank_depth :]
         ids = [i for i, _, _ in head]
@@ -114,9 +115,9 @@ class HybridRetriever:
         head_sessions = self.config.rerank_sessions if self.granularity == "round" and short_rounds(
             [records[i].value for i in ids]) else 0
         order = rerank(ids, sessions, [float(x) for x in logits], head_sessions=head_sessions, k=self.config.rrf_k)
-        by_id = {i: (float(x), why) for i, x, (_, _, why) in zip(ids, logits, head, strict=True)}
+        fused_of = {i: (score, why) for i, score, why in head}
         rank_of = {ids[n]: place for place, n in enumerate(sorted(range(len(ids)), key=lambda n: -logits[n]), 1)}
-        return [(i, by_id[i][0], {**by_id[i][1], "rerank": rank_of[i]}) for i in order] + tail
+        return [(i, fused_of[i][0], {**fused_of[i][1], "rerank": rank_of[i]}) for i in order] + tail
 
     def time_window(self, query: str, asked: datetime) -> TimeRange | None:
         """The range the question names, widened by ``time_window_days``; None when it names none."""
