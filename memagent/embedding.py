@@ -156,7 +156,6 @@ class OnnxEmbedder(Embedder):
         threads: int | None = None,
         folder: Path | None = None,
     ) -> None:
-        import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
         from tokenizers import Tokenizer
 
         source = Path(resolve_model_path(model))
@@ -178,14 +177,7 @@ class OnnxEmbedder(Embedder):
             from memagent import _onnx
 
             _onnx.export(source, fp32, self.path if quantize else None)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _cores()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only
-        # idle threads sleep instead of spinning: on a few shared cores (ingest also runs the store and
-        # BM25) spinning took the CPU the other work needed; int8 ran ~1.5x faster without it on 2 cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(self.path, threads)
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
         # tokenizer.json may carry its own fixed padding and truncation (MiniLM's: 128): batches are
@@ -213,17 +205,35 @@ class OnnxEmbedder(Embedder):
         return out
 
     def _run(self, encodings: list[Any]) -> np.ndarray:
-        width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        types = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, e in enumerate(encodings):
-            ids[row, : len(e.ids)] = e.ids
-            mask[row, : len(e.ids)] = e.attention_mask
-            types[row, : len(e.ids)] = e.type_ids
-        columns = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        (vectors,) = self._session.run(["sentence_embedding"], {name: columns[name] for name in self._inputs})
+        (vectors,) = self._session.run(["sentence_embedding"], padded_inputs(encodings, self._pad_id, self._inputs))
         return np.asarray(vectors, dtype=np.float32)
+
+
+def cpu_session(path: Path, threads: int | None = None) -> Any:
+    """An onnxruntime session on the CPU for ``path``, as memagent's ONNX models run (embedder, cross-encoder)."""
+    import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or _cores()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    # idle threads sleep instead of spinning: on a few shared cores (ingest also runs the store and
+    # BM25) spinning took the CPU the other work needed; int8 ran ~1.5x faster without it on 2 cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def padded_inputs(encodings: list[Any], pad_id: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """A batch of ``tokenizers`` encodings as a BERT-style model's inputs ``names``, padded to the longest."""
+    width = max(len(e.ids) for e in encodings)
+    columns = {"input_ids": np.full((len(encodings), width), pad_id, dtype=np.int64),
+               "attention_mask": np.zeros((len(encodings), width), dtype=np.int64),
+               "token_type_ids": np.zeros((len(encodings), width), dtype=np.int64)}
+    for row, e in enumerate(encodings):
+        columns["input_ids"][row, : len(e.ids)] = e.ids
+        columns["attention_mask"][row, : len(e.ids)] = e.attention_mask
+        columns["token_type_ids"][row, : len(e.ids)] = e.type_ids
+    return {name: columns[name] for name in names}
 
 
 def _length_batches(lengths: list[int], size: int) -> list[list[int]]:

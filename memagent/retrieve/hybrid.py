@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
+import numpy as np
+
 from memagent._time import to_epoch, utc_now
 from memagent.config import RetrievalConfig
 from memagent.embedding import Embedder
@@ -110,13 +112,13 @@ class HybridRetriever:
         assert self.reranker is not None
         head, tail = fused[: self.config.rerank_depth], fused[self.config.rerank_depth :]
         ids = [i for i, _, _ in head]
-        logits = self.reranker().scores(query, [records[i].value for i in ids])
-        sessions = [records[i].session_id for i in ids]
-        head_sessions = self.config.rerank_sessions if self.granularity == "round" and short_rounds(
-            [records[i].value for i in ids]) else 0
-        order = rerank(ids, sessions, [float(x) for x in logits], head_sessions=head_sessions, k=self.config.rrf_k)
+        texts = [records[i].value for i in ids]
+        logits = self.reranker().scores(query, texts)
+        head_sessions = self.config.rerank_sessions if self.granularity == "round" and short_rounds(texts) else 0
+        order = rerank(ids, [records[i].session_id for i in ids], [float(x) for x in logits],
+                       head_sessions=head_sessions, k=self.config.rrf_k)
         fused_of = {i: (score, why) for i, score, why in head}
-        rank_of = {ids[n]: place for place, n in enumerate(sorted(range(len(ids)), key=lambda n: -logits[n]), 1)}
+        rank_of = {ids[n]: place for place, n in enumerate(np.argsort(-logits, kind="stable"), 1)}
         return [(i, fused_of[i][0], {**fused_of[i][1], "rerank": rank_of[i]}) for i in order] + tail
 
     def time_window(self, query: str, asked: datetime) -> TimeRange | None:

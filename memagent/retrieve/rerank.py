@@ -53,19 +53,13 @@ class CrossEncoder:
 
     def __init__(self, model: str = DEFAULT_RERANKER, *, batch_size: int = 32, threads: int | None = None,
                  max_length: int = 512) -> None:
-        import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
         from tokenizers import Tokenizer
 
-        from memagent.embedding import _cores
+        from memagent.embedding import cpu_session
 
         folder = reranker_folder(model)
         self.name, self.batch_size = model, batch_size
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _cores()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as OnnxEmbedder: shared cores
-        self._session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(folder / "model.onnx", threads)
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tokenizer.no_padding()  # batches are padded here, to their longest pair
@@ -87,14 +81,9 @@ class CrossEncoder:
         return out
 
     def _run(self, encodings: list[Any]) -> np.ndarray:
-        width = max(len(e.ids) for e in encodings)
-        columns = {name: np.full((len(encodings), width), self._pad_id if name == "input_ids" else 0, dtype=np.int64)
-                   for name in ("input_ids", "attention_mask", "token_type_ids")}
-        for row, e in enumerate(encodings):
-            columns["input_ids"][row, : len(e.ids)] = e.ids
-            columns["attention_mask"][row, : len(e.ids)] = e.attention_mask
-            columns["token_type_ids"][row, : len(e.ids)] = e.type_ids
-        (logits,) = self._session.run(None, {name: columns[name] for name in self._inputs})
+        from memagent.embedding import padded_inputs
+
+        (logits,) = self._session.run(None, padded_inputs(encodings, self._pad_id, self._inputs))
         return np.asarray(logits, dtype=np.float32).reshape(len(encodings), -1)[:, 0]
 
 
