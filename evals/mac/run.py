@@ -164,8 +164,8 @@ def timing(model: MacModel, documents: Sequence[Document]) -> dict[str, Any]:
     config = model.config
     return {"amortize_seconds": amortize, "finetune_step_seconds": sum(steps[1:]) / max(1, len(steps) - 1),
             "speedup": (sum(steps[1:]) / max(1, len(steps) - 1)) / amortize,
-            "bytes_per_session_float32": config.bank_tokens * config.width * 4,
-            "bytes_per_session_float16": config.bank_tokens * config.width * 2}
+            "bytes_per_session_float32": config.bank_tokens * model.bank_width * 4,
+            "bytes_per_session_float16": config.bank_tokens * model.bank_width * 2}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

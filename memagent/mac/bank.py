@@ -83,7 +83,7 @@ class MemoryBank:
         if changed:
             self.save()
         if not hashes:
-            return torch.zeros(0, model.config.bank_tokens, model.config.width)
+            return torch.zeros(0, model.config.bank_tokens, model.bank_width)
         return torch.stack([self.rows[h] for h in hashes])
 
     def save(self) -> None:

@@ -59,5 +59,30 @@ def sentence_key(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def with_key(tokens: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``tokens`` [B, T, d] with the frozen sentence embedding of ``states`` put first -> [B, 1 + T, d]."""
-    return torch.cat([sentence_key(states, mask)[:, None], tokens], dim=1)
+    """``tokens`` [B, T, d] with the frozen sentence embedding of ``states`` put first -> [B, 1 + T, d]
+    (zero-padded to d when the tokens are wider than the encoder: cosines are unchanged)."""
+    key = sentence_key(states, mask)
+    key = torch.nn.functional.pad(key, (0, tokens.shape[-1] - key.shape[-1]))
+    return torch.cat([key[:, None], tokens], dim=1)
+
+
+class Pointer(nn.Module):
+    """Each query takes a mixture of value vectors, weighted by its attention over their keys: it copies
+    (a convex combination of what is there), where an attention block's output would be a learnt map."""
+
+    def __init__(self, width: int, key_width: int) -> None:
+        super().__init__()
+        self.query, self.key = nn.Linear(width, width), nn.Linear(key_width, width)
+        self.norm_key = nn.LayerNorm(key_width)  # word embeddings are small (Qwen2.5's norm ~0.5)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                padding: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """queries [B, T, d], keys [B, N, k], values [B, N, v], padding [B, N] True where there is nothing,
+        bias [B, N] added to every query's logits -> [B, T, v]."""
+        scale = queries.shape[-1] ** -0.5
+        logits = torch.einsum("btd,bnd->btn", self.query(queries), self.key(self.norm_key(keys))) * scale
+        if bias is not None:
+            logits = logits + bias[:, None, :]
+        if padding is not None:
+            logits = logits.masked_fill(padding[:, None, :], float("-inf"))
+        return torch.einsum("btn,bnv->btv", logits.softmax(-1), values)

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+INJECTIONS = ("linear", "words")
+
 
 @dataclass(frozen=True)
 class MacConfig:
@@ -26,6 +28,16 @@ class MacConfig:
     # more vector), and the aggregator's attention to an entry is raised by its cosine with the
     # question's (a learnt scale). MAC's plain cross-attention learnt no selection in 2,500 GPU steps.
     match: bool = False
+    # How a session reaches the frozen LM. "linear" (MAC): T learnt tokens per session, aggregated, and a
+    # linear map per layer turns them into keys and values. "words" (not in MAC): a session is kept as
+    # its T most surprising words under the LM (SirLLM's measure), as the LM's own input embeddings; the
+    # aggregator points instead of maps (each output slot a mixture of the entries' words in that slot),
+    # and the frozen LM reads the result after a few learnt vectors, its own layers giving every layer's
+    # keys and values (still passed as past key values). Why: with "linear", 1,200 CPU steps carried
+    # hobbies (EM 0.69) but not cities or jobs (near chance): each value's vector had to be learnt into
+    # the LM's space from ~100 examples, where a word the LM reads as input needs no map. With or without
+    # ``match``; the bank's rows are then the LM's width (896 floats on Qwen2.5-0.5B).
+    injection: str = "linear"
 
     @property
     def bank_tokens(self) -> int:
@@ -36,6 +48,8 @@ class MacConfig:
         for name in ("tokens", "width", "heads", "amortizer_blocks", "aggregator_blocks", "max_doc_tokens", "window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.injection not in INJECTIONS:
+            raise ValueError(f"injection: {self.injection!r} is not one of {', '.join(INJECTIONS)}")
         if self.width % self.heads:
             raise ValueError(f"width: {self.width} is not a multiple of heads={self.heads}")
         if self.window < 2:

@@ -21,9 +21,9 @@ from torch.nn import functional as F
 from memagent.decay.chat import ChatTurns
 from memagent.llm.local import END_OF_TURN_TOKENS
 from memagent.mac.aggregator import Aggregator
-from memagent.mac.amortizer import Amortizer, TokenEncoder
+from memagent.mac.amortizer import Amortizer, TokenEncoder, WordEmbeddings
 from memagent.mac.config import MacConfig
-from memagent.mac.prefix import PrefixGenerator, after_prefix, prefix_cache
+from memagent.mac.prefix import PrefixGenerator, WordPrefix, after_prefix, prefix_cache
 
 WEIGHTS = "mac.safetensors"
 # One system message and one question form for every reader of the frozen LM (MAC, no memory, the gold
@@ -53,9 +53,12 @@ class MacModel(nn.Module):
         super().__init__()
         self.config, self.encoder, self.tokenizer = config, encoder, tokenizer
         self.lm = [lm.eval().requires_grad_(False)]  # in a list: not a submodule, so never saved nor trained
-        self.amortizer = Amortizer(config, encoder.width)
-        self.aggregator = Aggregator(config, encoder.width)
-        self.prefix = PrefixGenerator(config.width, config.tokens, lm.config)
+        # "words": the networks copy the LM's own word embeddings, and the LM reads them (see MacConfig)
+        self.words = WordEmbeddings(lm, tokenizer, config.max_doc_tokens) if config.injection == "words" else None
+        word_width = self.words.width if self.words else None
+        self.amortizer = Amortizer(config, encoder.width, word_width)
+        self.aggregator = Aggregator(config, encoder.width, word_width)
+        self.bank_width = word_width or config.width  # the width of what the bank stores
         self.turns = ChatTurns(tokenizer, system=SYSTEM)
         # transformers 5 renamed past_key_values to cache in some models' forward
         self._cache_arg = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
@@ -64,8 +67,13 @@ class MacModel(nn.Module):
         if tokenizer.eos_token_id is not None:
             self.stop_ids.add(int(tokenizer.eos_token_id))
         # the prefix starts as the LM's keys and values of real text (a checkpoint's weights replace them)
-        start = " ".join([PREFIX_START] * (1 + config.tokens // 4))
-        self.prefix.start_from(lm, torch.tensor(tokenizer(start, add_special_tokens=False)["input_ids"]))
+        self.prefix: PrefixGenerator | WordPrefix
+        if self.words:
+            self.prefix = WordPrefix(lm, torch.tensor(tokenizer(PREFIX_START, add_special_tokens=False)["input_ids"]))
+        else:
+            self.prefix = PrefixGenerator(config.width, config.tokens, lm.config)
+            start = " ".join([PREFIX_START] * (1 + config.tokens // 4))
+            self.prefix.start_from(lm, torch.tensor(tokenizer(start, add_special_tokens=False)["input_ids"]))
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids))
 
     @property
@@ -78,7 +86,8 @@ class MacModel(nn.Module):
         """Documents -> their modulation tokens [S, T, width]: one forward pass, what a bank stores.
         Gradients flow when called under grad mode (training)."""
         states, mask = self.encoder(documents)
-        tokens: torch.Tensor = self.amortizer(states.to(self.device), mask.to(self.device))
+        words = self.words(documents) if self.words else (None, None, None)
+        tokens: torch.Tensor = self.amortizer(states.to(self.device), mask.to(self.device), *words)
         return tokens
 
     def aggregate(self, questions: Sequence[str], bank: torch.Tensor, window: int | None = None) -> torch.Tensor:
@@ -128,8 +137,9 @@ class MacModel(nn.Module):
         body = self.lm[0].base_model
         if tokens is None:
             return body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # type: ignore[no-any-return]
-        full, positions = after_prefix(mask, tokens.shape[1])
-        cache = prefix_cache(self.prefix(tokens))
+        prefix = self.prefix(tokens)
+        full, positions = after_prefix(mask, prefix.shape[-2])
+        cache = prefix_cache(prefix)
         out = body(input_ids=ids, attention_mask=full, position_ids=positions, use_cache=True,
                    **{self._cache_arg: cache})
         return out.last_hidden_state  # type: ignore[no-any-return]
@@ -146,9 +156,9 @@ class MacModel(nn.Module):
         for n, row in enumerate(rows):  # left padding: every row's next token comes at the same place
             ids[n, width - len(row) :], mask[n, width - len(row) :] = torch.tensor(row), 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        lm, offset = self.lm[0], 0 if tokens is None else tokens.shape[1]
-        full, positions = after_prefix(mask, offset)
-        cache = prefix_cache(self.prefix(tokens)) if tokens is not None else None
+        lm, prefix = self.lm[0], None if tokens is None else self.prefix(tokens)
+        full, positions = after_prefix(mask, 0 if prefix is None else prefix.shape[-2])
+        cache = None if prefix is None else prefix_cache(prefix)
         out, logprobs = [], []
         done = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
         for _ in range(max_new_tokens):

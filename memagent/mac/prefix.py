@@ -64,6 +64,27 @@ class PrefixGenerator(nn.Module):
         return permuted
 
 
+class WordPrefix(nn.Module):
+    """``injection="words"``: learnt start vectors, then the aggregated words [Q, T, d_lm], read by the
+    frozen LM itself; its cache is the prefix [Q, layers, 2, kv_heads, K + T, head_dim]. These are the
+    LM's own keys and values for what it read, so nothing has to map a vector into its space."""
+
+    def __init__(self, lm: Any, start_ids: torch.Tensor) -> None:
+        super().__init__()
+        self.lm = [lm]  # in a list: not a submodule, so never saved nor trained
+        self.layers, self.kv_heads, self.head_dim = kv_shape(lm.config)
+        table = lm.get_input_embeddings()
+        with torch.no_grad():  # the start is real text's embeddings (``PREFIX_START``), then learnt
+            self.start = nn.Parameter(table(start_ids.to(table.weight.device)).detach().clone())
+
+    def forward(self, words: torch.Tensor) -> torch.Tensor:
+        embeds = torch.cat([self.start.expand(words.shape[0], -1, -1), words], dim=1)
+        out = self.lm[0].base_model(inputs_embeds=embeds, use_cache=True)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        layers = [torch.stack([cache.layers[n].keys, cache.layers[n].values], dim=1) for n in range(self.layers)]
+        return torch.stack(layers, dim=1)  # [Q, layers, 2, kv_heads, K + T, head_dim]
+
+
 def prefix_cache(prefix: torch.Tensor) -> DynamicCache:
     """A fresh cache holding ``prefix`` [Q, layers, 2, kv_heads, T, head_dim] as every layer's past;
     gradients flow through it to the prefix."""

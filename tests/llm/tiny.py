@@ -44,11 +44,12 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_model(seed: int = 0) -> LlamaForCausalLM:
+def tiny_model(seed: int = 0, hidden_size: int = 64) -> LlamaForCausalLM:
+    """``hidden_size``: 64, or wider where a test needs the LM as wide as MiniLM (384)."""
     tokenizer_size = 256 + len(SPECIAL_TOKENS)
     config = LlamaConfig(
         vocab_size=tokenizer_size,
-        hidden_size=64,
+        hidden_size=hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,

@@ -12,7 +12,7 @@ import torch
 from memagent import Memory
 from memagent.errors import InputError
 from memagent.mac import Document, MacConfig, MacModel, read_documents, train
-from memagent.mac.amortizer import TokenEncoder
+from memagent.mac.amortizer import TokenEncoder, key_words
 from memagent.mac.bank import MemoryBank, bank_path, checkpoint_id, session_chunks
 from memagent.mac.prefix import after_prefix
 from memagent.mac.train import lr_factor, step_loss
@@ -140,6 +140,94 @@ def test_match_reads_a_hierarchy_and_trains_its_scale(encoder: TokenEncoder) -> 
     assert model.aggregator.match_scale.grad is not None  # type: ignore[union-attr]
 
 
+# "words": the LM is as wide as MiniLM, so a bank row can hold the frozen key (zero-padded otherwise)
+WORDS = MacConfig(**{**CONFIG.__dict__, "match": True, "injection": "words"})
+
+
+def make_words_model(encoder: TokenEncoder, seed: int = 0) -> MacModel:
+    torch.manual_seed(seed)
+    return MacModel(WORDS, encoder, tiny_model(hidden_size=384), tiny_tokenizer())
+
+
+def test_key_words_keeps_the_most_surprising_words_in_the_documents_order() -> None:
+    words = torch.arange(2 * 5, dtype=torch.float32).view(2, 5, 1).expand(-1, -1, 3)  # word n of row b: 5b + n
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    surprisal = torch.tensor([[0.5, 9.0, 0.1, 7.0, 3.0], [1.0, 2.0, 99.0, 99.0, 99.0]])
+    kept = key_words(words, mask, surprisal, 3)
+    assert kept[0, :, 0].tolist() == [1.0, 3.0, 4.0]  # 9, 7 and 3 nats, in the order they were said
+    assert kept[1, :, 0].tolist() == [5.0, 6.0, 0.0]  # padding is never chosen; a short row ends in zeros
+
+
+def test_words_bank_holds_the_lms_own_embeddings_of_the_surprising_words(encoder: TokenEncoder) -> None:
+    model = make_words_model(encoder).eval()
+    lm, table = model.lm[0], model.lm[0].get_input_embeddings().weight
+    with torch.no_grad():
+        bank = model.amortize([d.text for d in DOCUMENTS])
+        assert bank.shape == (4, 1 + WORDS.tokens, 384) and model.bank_width == 384
+        ids = torch.tensor(model.tokenizer(DOCUMENTS[1].text, add_special_tokens=False)["input_ids"])
+        nll = -lm(ids[None]).logits[0, :-1].log_softmax(-1).gather(1, ids[1:, None])[:, 0]  # token 0: not scored
+        chosen = (torch.topk(nll, WORDS.tokens).indices + 1).sort().values
+    torch.testing.assert_close(bank[1, 1:], table[ids[chosen]], atol=1e-5, rtol=1e-4)
+
+
+def test_words_aggregate_mixes_the_entries_slot_by_slot(encoder: TokenEncoder) -> None:
+    model = make_words_model(encoder).eval()
+    with torch.no_grad():
+        bank = model.amortize([d.text for d in DOCUMENTS])
+        pointer = model.aggregator.pointer
+        torch.nn.init.zeros_(pointer.query.weight)  # type: ignore[union-attr]
+        torch.nn.init.zeros_(pointer.query.bias)  # type: ignore[union-attr]  # every entry alike: the mean
+        model.aggregator.match_scale.fill_(0.0)  # type: ignore[union-attr]
+        mixed = model.aggregate(["Where does Anna live?"], bank, window=0)
+        torch.testing.assert_close(mixed[0], bank[:, 1:].mean(0), atol=1e-5, rtol=1e-4)
+        model.aggregator.match_scale.fill_(1e4)  # type: ignore[union-attr]  # a hard choice: Anna's own words
+        chosen = model.aggregate(["Where does Anna live?"], bank, window=0)
+        torch.testing.assert_close(chosen[0], bank[0, 1:], atol=1e-5, rtol=1e-4)
+        # a soft choice by the match alone: windows of 2, then their outputs, give the flat mixture exactly
+        # (each window's key scores the log-sum-exp of its entries')
+        model.aggregator.match_scale.fill_(3.0)  # type: ignore[union-attr]
+        flat = model.aggregate(["Where does Anna live?"], bank, window=0)
+        torch.testing.assert_close(model.aggregate(["Where does Anna live?"], bank, window=2), flat,
+                                   atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(flat[0], bank[0, 1:], atol=1e-3)  # and it is a mixture, not one entry
+
+
+def test_words_prefix_is_the_lms_own_cache_of_the_start_and_the_words(encoder: TokenEncoder) -> None:
+    model = make_words_model(encoder).eval()
+    lm, tokenizer = model.lm[0], model.tokenizer
+    start = tokenizer("What you remember about the user:", add_special_tokens=False)["input_ids"]
+    words = tokenizer("Anna Oslo", add_special_tokens=False)["input_ids"][: WORDS.tokens]
+    question = torch.tensor([tokenizer("Where is Anna?", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        embedded = lm.get_input_embeddings()(torch.tensor([words]))
+        assert model.prefix(embedded).shape == (1, 2, 2, 4, len(start) + len(words), 96)
+        # the LM reads the question as if the start text and those words came before it
+        read = model.hidden(question, torch.ones_like(question), embedded)
+        whole = lm.base_model(input_ids=torch.cat([torch.tensor([start + words]), question], dim=1)).last_hidden_state
+    torch.testing.assert_close(read, whole[:, len(start) + len(words) :], atol=1e-4, rtol=1e-4)
+
+
+def test_words_gradients_reach_the_aggregator_and_the_start_not_the_lm(encoder: TokenEncoder) -> None:
+    model = make_words_model(encoder)
+    model.config = MacConfig(**{**WORDS.__dict__, "backprop_fraction": 0.5})  # a frozen document too
+    step_loss(model, [(d, 0) for d in DOCUMENTS], random.Random(0)).backward()
+    assert all(p.grad is None for p in model.lm[0].parameters())  # the embedding table it copies from too
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert model.prefix.start.grad is not None  # type: ignore[union-attr]
+
+
+def test_a_words_checkpoint_reads_back_the_same(encoder: TokenEncoder, tmp_path: Path) -> None:
+    model = make_words_model(encoder, seed=3).eval()
+    model.save(tmp_path)
+    again = MacModel.load(tmp_path, encoder=encoder, lm=model.lm[0], tokenizer=model.tokenizer).eval()
+    assert MacConfig.load(tmp_path) == WORDS
+    bank = model.amortize([d.text for d in DOCUMENTS])
+    torch.testing.assert_close(bank, again.amortize([d.text for d in DOCUMENTS]))
+    assert model.answer(["Where does Anna live?"], bank, max_new_tokens=4) == \
+        again.answer(["Where does Anna live?"], bank, max_new_tokens=4)
+
+
 def test_a_checkpoint_reads_back_the_same(encoder: TokenEncoder, tmp_path: Path) -> None:
     model = make_model(encoder, seed=3).eval()
     model.save(tmp_path)
@@ -182,6 +270,8 @@ def test_bad_settings_and_rows_name_the_field(tmp_path: Path) -> None:
         MacConfig(window=1)
     with pytest.raises(ValueError, match="backprop_fraction"):
         MacConfig(backprop_fraction=1.5)
+    with pytest.raises(ValueError, match="injection"):
+        MacConfig(injection="soft")
     path = tmp_path / "docs.jsonl"
     path.write_text('{"id": "x", "text": "hi", "qa": []}\n{"text": "no id"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"docs.jsonl:2"):
@@ -209,9 +299,13 @@ class CountingModel(MacModel):
         return super().amortize(documents)
 
 
-def test_memory_answers_from_the_users_own_bank(tmp_path: Path, embedder, encoder: TokenEncoder) -> None:
+@pytest.mark.parametrize("config", [CONFIG, WORDS], ids=["linear", "words"])
+def test_memory_answers_from_the_users_own_bank(tmp_path: Path, embedder, encoder: TokenEncoder,
+                                                config: MacConfig) -> None:
     torch.manual_seed(0)
-    model = CountingModel(CONFIG, encoder, tiny_model(), tiny_tokenizer()).eval()
+    CountingModel.amortized = 0
+    lm = tiny_model(hidden_size=384) if config.injection == "words" else tiny_model()
+    model = CountingModel(config, encoder, lm, tiny_tokenizer()).eval()
     memory = Memory(path=tmp_path, embedder=embedder, mac=model)
     memory.add([{"role": "user", "content": "My friend Anna lives in Oslo."}], user_id="alice", session_id="s1")
     memory.add([{"role": "user", "content": "Ben is a baker."}], user_id="alice", session_id="s2")
@@ -222,6 +316,8 @@ def test_memory_answers_from_the_users_own_bank(tmp_path: Path, embedder, encode
     assert CountingModel.amortized == 2  # both sessions were read from the saved bank
     stored = bank_path(tmp_path / "mac", "alice")
     assert stored.exists()
+    rows = MemoryBank(stored, checkpoint_id(model)).rows
+    assert {tuple(r.shape) for r in rows.values()} == {(config.bank_tokens, model.bank_width)}
     # another user has no bank and no memories: nothing of alice's is read
     assert memory.answer("Where does Anna live?", user_id="bob", reader="mac").refused
     assert not bank_path(tmp_path / "mac", "bob").exists()
