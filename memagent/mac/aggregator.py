@@ -80,10 +80,9 @@ class Aggregator(nn.Module):
         entries' keys, used before, lost the best entry's margin: a bank of 256 in windows of 16 read
         27% worse than flat.)"""
         assert self.match_scale is not None
-        scale = self.match_scale * key.pow(2).sum(-1)  # the score of the key itself
-        safe = torch.where(scale.abs() > 1e-6, scale, torch.ones_like(scale))
-        factor = torch.where(scale.abs() > 1e-6, scores.logsumexp(-1) / safe, torch.ones_like(scale))
-        return key * factor[:, None]
+        # the score of the key itself; at a scale of 0 the match adds nothing, whatever the key
+        scale = (self.match_scale * key.pow(2).sum(-1)).clamp(min=1e-6)
+        return key * (scores.logsumexp(-1) / scale)[:, None]
 
     def hierarchical(self, question: torch.Tensor, bank: torch.Tensor, window: int | None = None) -> torch.Tensor:
         """Like ``forward`` on a bank [S, T, width] of any size, reading at most ``window`` entries at a time."""

@@ -90,9 +90,10 @@ class Amortizer(nn.Module):
             self.project = nn.Identity() if encoder_width == config.width else nn.Linear(encoder_width, config.width)
             self.resample = Resampler(config.tokens, config.width, config.heads, config.amortizer_blocks)
         self.match = config.match
-        if config.match and encoder_width > (word_width or config.width):
-            raise ValueError(f"match: the frozen key is stored as a bank vector, so width must be at least the "
-                             f"encoder's ({encoder_width}), got {config.width}")
+        stored = word_width or config.width  # the width of a bank vector
+        if config.match and encoder_width > stored:
+            raise ValueError(f"match: the frozen key is stored as a bank vector, so the bank's width ({stored}: "
+                             f"{'the LM' if word_width else 'width'}) must be at least the encoder's ({encoder_width})")
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor, words: torch.Tensor | None = None,
                 words_mask: torch.Tensor | None = None, surprisal: torch.Tensor | None = None) -> torch.Tensor:

@@ -53,7 +53,7 @@ class MacModel(nn.Module):
         super().__init__()
         self.config, self.encoder, self.tokenizer = config, encoder, tokenizer
         self.lm = [lm.eval().requires_grad_(False)]  # in a list: not a submodule, so never saved nor trained
-        # "words": the networks copy the LM's own word embeddings, and the LM reads them (see MacConfig)
+        # "words": sessions kept as the LM's own embeddings of their key words, which it reads (see MacConfig)
         self.words = WordEmbeddings(lm, tokenizer, config.max_doc_tokens) if config.injection == "words" else None
         word_width = self.words.width if self.words else None
         self.amortizer = Amortizer(config, encoder.width, word_width)

@@ -49,12 +49,7 @@ class PrefixGenerator(nn.Module):
         if ids.numel() < t:
             raise ValueError(f"ids: {ids.numel()} tokens, the prefix needs {t}")
         out = lm(input_ids=ids[:t].reshape(1, -1).to(next(lm.parameters()).device), use_cache=True)
-        cache = getattr(out, "cache", None) or out.past_key_values
-        layers = []
-        for layer in range(self.layers):
-            keys, values = cache.layers[layer].keys[0], cache.layers[layer].values[0]  # [kv_heads, T, head_dim]
-            layers.append(torch.stack([keys, values]))  # [2, kv_heads, T, head_dim]
-        start = torch.stack(layers).permute(3, 0, 1, 2, 4)  # [T, layers, 2, kv_heads, head_dim]
+        start = stacked_cache(out, self.layers)[0].permute(3, 0, 1, 2, 4)  # [T, layers, 2, kv_heads, head_dim]
         self.start.copy_(start.reshape(t, -1).to(self.start))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -79,10 +74,14 @@ class WordPrefix(nn.Module):
 
     def forward(self, words: torch.Tensor) -> torch.Tensor:
         embeds = torch.cat([self.start.expand(words.shape[0], -1, -1), words], dim=1)
-        out = self.lm[0].base_model(inputs_embeds=embeds, use_cache=True)
-        cache = getattr(out, "cache", None) or out.past_key_values
-        layers = [torch.stack([cache.layers[n].keys, cache.layers[n].values], dim=1) for n in range(self.layers)]
-        return torch.stack(layers, dim=1)  # [Q, layers, 2, kv_heads, K + T, head_dim]
+        return stacked_cache(self.lm[0].base_model(inputs_embeds=embeds, use_cache=True), self.layers)
+
+
+def stacked_cache(out: Any, layers: int) -> torch.Tensor:
+    """A forward pass's cache as one tensor [B, layers, 2, kv_heads, L, head_dim] (keys, then values)."""
+    cache = getattr(out, "cache", None) or out.past_key_values  # the field's name before transformers 5
+    return torch.stack([torch.stack([cache.layers[n].keys, cache.layers[n].values], dim=1) for n in range(layers)],
+                       dim=1)
 
 
 def prefix_cache(prefix: torch.Tensor) -> DynamicCache:
